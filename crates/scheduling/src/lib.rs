@@ -1,0 +1,10 @@
+//! The pure scheduling core of nodewright.
+//!
+//! Given pods, existing nodes, provisioners and instance types, it decides which nodes should
+//! exist. Decisions are values; nothing here performs I/O, talks to Kubernetes or AWS, or needs
+//! an async runtime, so it builds, tests and benches in seconds.
+
+pub mod allocatable;
+pub mod instance_type;
+pub mod labels;
+pub mod resources;

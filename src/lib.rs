@@ -1,0 +1,11 @@
+//! nodewright: just-in-time worker nodes for Kubernetes on AWS, implementing the Karpenter API.
+//!
+//! - [`apis`]: the custom resources (Provisioner, AWSNodeTemplate, Machine) and their validation.
+//! - [`cli`]: the command line.
+//! - [`telemetry`]: logging.
+//!
+//! The deciding core lives in the `nodewright-scheduling` crate.
+
+pub mod apis;
+pub mod cli;
+pub mod telemetry;
