@@ -7,4 +7,9 @@
 pub mod allocatable;
 pub mod instance_type;
 pub mod labels;
+pub mod node;
+pub mod pod;
+pub mod provisioner;
+pub mod requirements;
 pub mod resources;
+pub mod taints;
