@@ -5,6 +5,7 @@
 //! an async runtime, so it builds, tests and benches in seconds.
 
 pub mod allocatable;
+pub mod catalog;
 pub mod instance_type;
 pub mod labels;
 pub mod node;
