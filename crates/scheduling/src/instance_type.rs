@@ -37,10 +37,13 @@ pub struct InstanceType {
     /// category, generation, size, cpu, memory, gpu-*, hypervisor, …). Zone and capacity type are
     /// not here: they vary by offering.
     pub labels: BTreeMap<String, String>,
-    /// What the machine has, before any reservation. `pods` is the ENI-based default
+    /// What the machine has, before any reservation: EC2's vCPUs and MiB (the VM overhead is
+    /// taken in [`InstanceType::allocatable`]), the default 20 GiB root volume as ephemeral
+    /// storage, and GPUs/accelerators as extended resources. `pods` is the ENI-based default
     /// (`max_enis × (ipv4_per_eni − 1) + 2`); a kubelet `maxPods` overrides it in allocatable.
     pub capacity: Resources,
-    /// Network interfaces and IPv4 addresses per interface: they bound pods under the VPC CNI.
+    /// Network interfaces the VPC CNI can use (those of the default network card) and IPv4
+    /// addresses per interface: they bound pods.
     pub max_enis: i64,
     pub ipv4_per_eni: i64,
     pub offerings: Vec<Offering>,

@@ -38,6 +38,7 @@ pub fn kube_arch(info: &InstanceTypeInfo) -> Option<&'static str> {
 }
 
 /// The instance type for `region`, offered in `zones` for each capacity type it supports.
+/// Prices are unset (see [`super::PriceTable::apply`]); every offering is available.
 pub fn instance_type(info: &InstanceTypeInfo, region: &str, zones: &[&str]) -> InstanceType {
     let capacity_types: Vec<CapacityType> = [CapacityType::OnDemand, CapacityType::Spot]
         .into_iter()

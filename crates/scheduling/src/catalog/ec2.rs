@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One DescribeInstanceTypes record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InstanceTypeInfo {
     pub instance_type: String,
@@ -40,20 +40,20 @@ pub struct InstanceTypeInfo {
     pub network_info: NetworkInfo,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VCpuInfo {
     #[serde(rename = "DefaultVCpus")]
     pub default_vcpus: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryInfo {
     #[serde(rename = "SizeInMiB")]
     pub size_in_mib: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ProcessorInfo {
     /// `x86_64`, `arm64`, `i386`, `x86_64_mac`, `arm64_mac`.
@@ -151,7 +151,7 @@ pub(crate) struct DescribeInstanceTypesOutput {
 }
 
 /// One DescribeInstanceTypeOfferings entry.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InstanceTypeOffering {
     pub instance_type: String,

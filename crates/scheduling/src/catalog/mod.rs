@@ -17,7 +17,10 @@ use std::io::Read;
 
 use serde::Deserialize;
 
-pub use convert::{DEFAULT_EPHEMERAL_STORAGE_BYTES, category_and_generation, is_supported};
+pub use convert::{
+    DEFAULT_EPHEMERAL_STORAGE_BYTES, category_and_generation, instance_type, is_supported,
+    kube_arch,
+};
 pub use ec2::{InstanceTypeInfo, InstanceTypeOffering};
 pub use prices::{PriceGaps, PriceTable};
 
@@ -121,6 +124,20 @@ impl Catalog {
                 .to_string(),
             records: parse_instance_types(instance_types_json)?,
             offerings: parse_offerings(offerings_json)?,
+        })
+    }
+
+    /// A catalog from records and offerings already in memory (e.g. fetched from EC2 by the
+    /// cloud provider). Offerings must be by availability zone, as in [`Catalog::from_ec2_json`].
+    pub fn from_records(
+        records: Vec<InstanceTypeInfo>,
+        offerings: Vec<InstanceTypeOffering>,
+        source: impl Into<String>,
+    ) -> Result<Catalog, CatalogError> {
+        Ok(Catalog {
+            source: source.into(),
+            records: sorted_unique(records, "instance type records")?,
+            offerings: offerings_by_zone(offerings)?,
         })
     }
 
@@ -252,6 +269,10 @@ fn parse_offerings(json: &str) -> Result<OfferingsByZone, CatalogError> {
             .map_err(wrap)?
             .instance_type_offerings
     };
+    offerings_by_zone(entries)
+}
+
+fn offerings_by_zone(entries: Vec<InstanceTypeOffering>) -> Result<OfferingsByZone, CatalogError> {
     let mut offerings = OfferingsByZone::new();
     for entry in entries {
         match entry.location_type.as_deref() {

@@ -478,3 +478,40 @@ fn prices_for_another_region_or_negative_prices_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn records_fetched_in_memory_build_the_same_instance_types() {
+    let record = InstanceTypeInfo {
+        instance_type: "c6i.large".into(),
+        supported_usage_classes: vec!["on-demand".into(), "spot".into()],
+        vcpu_info: ec2::VCpuInfo { default_vcpus: 2 },
+        memory_info: ec2::MemoryInfo { size_in_mib: 4096 },
+        processor_info: ec2::ProcessorInfo {
+            supported_architectures: vec!["x86_64".into()],
+        },
+        network_info: ec2::NetworkInfo {
+            maximum_network_interfaces: 3,
+            ipv4_addresses_per_interface: 10,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let offering = |zone: &str| InstanceTypeOffering {
+        instance_type: "c6i.large".into(),
+        location_type: Some("availability-zone".into()),
+        location: zone.into(),
+    };
+    let catalog = Catalog::from_records(
+        vec![record],
+        vec![offering("us-west-2a"), offering("us-west-2c")],
+        "test",
+    )
+    .expect("valid records");
+    let types = catalog
+        .instance_types("us-west-2", None)
+        .expect("us-west-2");
+    assert_eq!(types.len(), 1);
+    assert_eq!(types[0].capacity.pods, 29);
+    assert_eq!(types[0].offerings.len(), 4);
+    assert_eq!(label(&types[0], labels::INSTANCE_CATEGORY), Some("c"));
+}
