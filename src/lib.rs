@@ -1,6 +1,7 @@
 //! nodewright: just-in-time worker nodes for Kubernetes on AWS, implementing the Karpenter API.
 //!
 //! - [`apis`]: the custom resources (Provisioner, AWSNodeTemplate, Machine) and their validation.
+//! - [`cloudprovider`]: the CloudProvider trait, its AWS implementation and a fake.
 //! - [`cli`]: the command line.
 //! - [`telemetry`]: logging.
 //!
@@ -8,4 +9,5 @@
 
 pub mod apis;
 pub mod cli;
+pub mod cloudprovider;
 pub mod telemetry;

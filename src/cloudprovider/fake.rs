@@ -1,0 +1,375 @@
+//! A deterministic, in-process [`CloudProvider`] for controller tests and the simulator.
+//!
+//! It launches the cheapest allowed offering (spot first when allowed, as the AWS provider
+//! does), names instances `i-00000000000000001`, `…2`, … in launch order, and can be told that
+//! offerings have no capacity, that the next calls fail, or that an instance drifted. Offerings
+//! that failed for capacity are held out for the same 3 minutes as on AWS, on the injected clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use nodewright_scheduling::catalog::{Catalog, CatalogError, PriceTable};
+use nodewright_scheduling::instance_type::{CapacityType, InstanceType};
+use nodewright_scheduling::labels;
+
+use super::aws::unavailable::{UNAVAILABLE_OFFERINGS_TTL, UnavailableOfferings};
+use super::clock::Clock;
+use super::error::OfferingKey;
+use super::types::{
+    DeleteStatus, DriftReason, InstanceState, LaunchRequest, LaunchedInstance, MachineId,
+    NodeTemplate, instance_id_of, provider_id,
+};
+use super::{BoxFuture, CloudProvider, CloudProviderError, Result};
+
+/// Which call an injected failure applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FakeCall {
+    Create,
+    Delete,
+    Get,
+    List,
+    InstanceTypes,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, LaunchedInstance>,
+    next_id: u64,
+    no_capacity: HashSet<OfferingKey>,
+    failures: HashMap<FakeCall, VecDeque<(Option<String>, String)>>,
+    drifted: HashMap<String, DriftReason>,
+    requests: Vec<LaunchRequest>,
+}
+
+pub struct FakeCloudProvider {
+    instance_types: Vec<InstanceType>,
+    region: String,
+    unavailable: UnavailableOfferings,
+    state: Mutex<State>,
+}
+
+fn capacity_label(capacity_type: CapacityType) -> &'static str {
+    match capacity_type {
+        CapacityType::Spot => labels::CAPACITY_TYPE_SPOT,
+        CapacityType::OnDemand => labels::CAPACITY_TYPE_ON_DEMAND,
+    }
+}
+
+impl FakeCloudProvider {
+    /// A provider offering exactly `instance_types`.
+    pub fn new(instance_types: Vec<InstanceType>, region: &str, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            instance_types,
+            region: region.to_string(),
+            unavailable: UnavailableOfferings::new(clock, UNAVAILABLE_OFFERINGS_TTL),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// A provider offering the embedded catalog's types of `region`, priced from `prices`.
+    pub fn from_catalog(
+        region: &str,
+        prices: Option<&PriceTable>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, CatalogError> {
+        let types = Catalog::embedded()?.instance_types(region, prices)?;
+        Ok(Self::new(types, region, clock))
+    }
+
+    /// Launches of this offering fail with `InsufficientInstanceCapacity` until cleared.
+    pub fn set_no_capacity(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
+        self.lock().no_capacity.insert(OfferingKey {
+            instance_type: instance_type.to_string(),
+            zone: zone.to_string(),
+            capacity_type,
+        });
+    }
+
+    pub fn clear_no_capacity(&self) {
+        self.lock().no_capacity.clear();
+    }
+
+    /// The next `times` calls of `call` fail with a retryable error carrying `code`.
+    pub fn fail_next(&self, call: FakeCall, code: &str, times: usize) {
+        let mut state = self.lock();
+        let queue = state.failures.entry(call).or_default();
+        for _ in 0..times {
+            queue.push_back((Some(code.to_string()), format!("injected {code}")));
+        }
+    }
+
+    /// `is_drifted` reports `reason` for this instance.
+    pub fn set_drifted(&self, instance_id: &str, reason: DriftReason) {
+        self.lock().drifted.insert(instance_id.to_string(), reason);
+    }
+
+    /// The instance disappears as if EC2 reclaimed it (e.g. a spot interruption).
+    pub fn reclaim(&self, instance_id: &str) {
+        if let Some(instance) = self.lock().instances.get_mut(instance_id) {
+            instance.state = InstanceState::Terminated;
+        }
+    }
+
+    /// Every launch request received, in order.
+    pub fn requests(&self) -> Vec<LaunchRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Every instance ever launched, terminated ones included.
+    pub fn all_instances(&self) -> Vec<LaunchedInstance> {
+        self.lock().instances.values().cloned().collect()
+    }
+
+    pub fn unavailable_offerings(&self) -> &UnavailableOfferings {
+        &self.unavailable
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn injected(&self, call: FakeCall) -> Result<()> {
+        match self
+            .lock()
+            .failures
+            .get_mut(&call)
+            .and_then(VecDeque::pop_front)
+        {
+            Some((code, message)) => Err(CloudProviderError::Retryable {
+                operation: format!("{call:?}"),
+                code,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn find_live(&self, machine: &MachineId) -> Option<LaunchedInstance> {
+        let state = self.lock();
+        let live = |i: &&LaunchedInstance| i.state != InstanceState::Terminated;
+        match machine.provider_id.as_deref().and_then(instance_id_of) {
+            Some(id) => state.instances.get(id).filter(live).cloned(),
+            None => state
+                .instances
+                .values()
+                .filter(live)
+                .find(|i| i.machine_name.as_deref() == Some(machine.name.as_str()))
+                .cloned(),
+        }
+    }
+
+    /// Allowed offerings of the requested types for `capacity_type`, cheapest first.
+    fn candidates(
+        &self,
+        request: &LaunchRequest,
+        capacity_type: CapacityType,
+    ) -> Vec<(&InstanceType, String, Option<f64>)> {
+        let wanted: BTreeSet<&str> = request.instance_types.iter().map(String::as_str).collect();
+        let mut found: Vec<(&InstanceType, String, Option<f64>)> = self
+            .instance_types
+            .iter()
+            .filter(|t| wanted.contains(t.name.as_str()))
+            .flat_map(|t| {
+                t.offerings
+                    .iter()
+                    .filter(|o| o.capacity_type == capacity_type && o.available)
+                    .filter(|o| request.zones.is_empty() || request.zones.contains(&o.zone))
+                    .filter(|o| {
+                        !self
+                            .unavailable
+                            .is_unavailable(&t.name, &o.zone, capacity_type)
+                    })
+                    .map(move |o| (t, o.zone.clone(), o.price_per_hour))
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            let price = |p: Option<f64>| p.unwrap_or(f64::INFINITY);
+            price(a.2)
+                .total_cmp(&price(b.2))
+                .then_with(|| a.0.capacity.cpu_millis.cmp(&b.0.capacity.cpu_millis))
+                .then_with(|| a.0.capacity.memory_bytes.cmp(&b.0.capacity.memory_bytes))
+                .then_with(|| a.0.name.cmp(&b.0.name))
+                .then_with(|| a.1.cmp(&b.1))
+        });
+        found
+    }
+
+    fn launch(&self, request: &LaunchRequest) -> Result<LaunchedInstance> {
+        self.injected(FakeCall::Create)?;
+        if request.instance_types.is_empty() {
+            return Err(CloudProviderError::InvalidConfiguration(format!(
+                "machine {} names no instance types",
+                request.machine_name
+            )));
+        }
+        self.lock().requests.push(request.clone());
+        if let Some(existing) = self.find_live(&MachineId::new(&request.machine_name, None)) {
+            return Ok(existing);
+        }
+        let allows = |ct| request.capacity_types.is_empty() || request.capacity_types.contains(&ct);
+        let mut held_out = Vec::new();
+        for capacity_type in [CapacityType::Spot, CapacityType::OnDemand] {
+            if !allows(capacity_type) {
+                continue;
+            }
+            for (instance_type, zone, _) in self.candidates(request, capacity_type) {
+                let key = OfferingKey {
+                    instance_type: instance_type.name.clone(),
+                    zone: zone.clone(),
+                    capacity_type,
+                };
+                if self.lock().no_capacity.contains(&key) {
+                    self.unavailable
+                        .mark_unavailable(&key.instance_type, &key.zone, capacity_type);
+                    held_out.push(key);
+                    continue;
+                }
+                return Ok(self.record(request, instance_type, &zone, capacity_type));
+            }
+        }
+        Err(CloudProviderError::InsufficientCapacity {
+            message: format!(
+                "no offering of {:?} could be launched for machine {}",
+                request.instance_types, request.machine_name
+            ),
+            offerings: held_out,
+        })
+    }
+
+    fn record(
+        &self,
+        request: &LaunchRequest,
+        instance_type: &InstanceType,
+        zone: &str,
+        capacity_type: CapacityType,
+    ) -> LaunchedInstance {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = format!("i-{:017x}", state.next_id);
+        let mut node_labels = instance_type.labels.clone();
+        node_labels.insert(labels::ZONE.to_string(), zone.to_string());
+        node_labels.insert(labels::REGION.to_string(), self.region.clone());
+        node_labels.insert(
+            labels::CAPACITY_TYPE.to_string(),
+            capacity_label(capacity_type).to_string(),
+        );
+        node_labels.insert(
+            labels::PROVISIONER_NAME.to_string(),
+            request.provisioner_name.clone(),
+        );
+        let tags = BTreeMap::from([
+            (
+                labels::MACHINE_NAME.to_string(),
+                request.machine_name.clone(),
+            ),
+            (
+                labels::PROVISIONER_NAME.to_string(),
+                request.provisioner_name.clone(),
+            ),
+        ]);
+        let instance = LaunchedInstance {
+            provider_id: provider_id(zone, &id),
+            instance_id: id.clone(),
+            instance_type: instance_type.name.clone(),
+            zone: zone.to_string(),
+            capacity_type,
+            image_id: Some("ami-fake".to_string()),
+            subnet_id: Some(format!("subnet-{zone}")),
+            state: InstanceState::Running,
+            launch_time: None,
+            machine_name: Some(request.machine_name.clone()),
+            provisioner_name: Some(request.provisioner_name.clone()),
+            capacity: instance_type.capacity.clone(),
+            labels: node_labels,
+            tags,
+        };
+        state.instances.insert(id, instance.clone());
+        instance
+    }
+
+    fn terminate(&self, machine: &MachineId) -> Result<DeleteStatus> {
+        self.injected(FakeCall::Delete)?;
+        let Some(found) = self.find_live(machine) else {
+            return Ok(DeleteStatus::Gone);
+        };
+        if let Some(instance) = self.lock().instances.get_mut(&found.instance_id) {
+            instance.state = InstanceState::Terminated;
+        }
+        Ok(DeleteStatus::Terminating)
+    }
+
+    /// The types on offer; offerings held out after a failed launch are unavailable (an
+    /// offering without capacity is only discovered by launching, as on AWS).
+    fn offered_types(&self) -> Result<Vec<InstanceType>> {
+        self.injected(FakeCall::InstanceTypes)?;
+        let mut types = self.instance_types.clone();
+        for instance_type in &mut types {
+            for offering in &mut instance_type.offerings {
+                if self.unavailable.is_unavailable(
+                    &instance_type.name,
+                    &offering.zone,
+                    offering.capacity_type,
+                ) {
+                    offering.available = false;
+                }
+            }
+        }
+        Ok(types)
+    }
+}
+
+impl CloudProvider for FakeCloudProvider {
+    fn create<'a>(&'a self, request: &'a LaunchRequest) -> BoxFuture<'a, Result<LaunchedInstance>> {
+        Box::pin(std::future::ready(self.launch(request)))
+    }
+
+    fn delete<'a>(&'a self, machine: &'a MachineId) -> BoxFuture<'a, Result<DeleteStatus>> {
+        Box::pin(std::future::ready(self.terminate(machine)))
+    }
+
+    fn get<'a>(&'a self, machine: &'a MachineId) -> BoxFuture<'a, Result<LaunchedInstance>> {
+        let result = self.injected(FakeCall::Get).and_then(|()| {
+            self.find_live(machine)
+                .ok_or_else(|| CloudProviderError::NotFound {
+                    what: format!("instance of machine {}", machine.name),
+                    code: None,
+                })
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<LaunchedInstance>>> {
+        let result = self.injected(FakeCall::List).map(|()| {
+            self.lock()
+                .instances
+                .values()
+                .filter(|i| i.state != InstanceState::Terminated)
+                .cloned()
+                .collect()
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn instance_types<'a>(
+        &'a self,
+        _template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<Vec<InstanceType>>> {
+        Box::pin(std::future::ready(self.offered_types()))
+    }
+
+    fn is_drifted<'a>(
+        &'a self,
+        instance: &'a LaunchedInstance,
+        _template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<Option<DriftReason>>> {
+        let reason = self.lock().drifted.get(&instance.instance_id).cloned();
+        Box::pin(std::future::ready(Ok(reason)))
+    }
+
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+}
+
+#[cfg(test)]
+mod tests;
