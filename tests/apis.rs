@@ -172,6 +172,17 @@ fn malformed_manifests_are_refused_with_their_field_path() {
     let mut covered = std::collections::BTreeSet::new();
     for case in &cases {
         covered.insert(case.file);
+        let first_line = read(&format!("tests/fixtures/apis/invalid/{}.yaml", case.file));
+        let rust_only = first_line
+            .lines()
+            .next()
+            .is_some_and(|line| line.contains("validate() only"));
+        assert_eq!(
+            case.schema.is_none(),
+            rust_only,
+            "{}: mark fixtures the CRD cannot refuse",
+            case.file
+        );
         let errors = validate_fixture(case.file);
         let errors = errors.errors();
         assert_eq!(
@@ -422,7 +433,7 @@ fn crds_directory_is_up_to_date() {
             std::fs::write(dir.join(name), yaml).expect("write CRD");
         }
     }
-    const HOW: &str = "crds/ is stale: run `UPDATE_CRDS=1 cargo test -p nodewright --test apis crds_directory` and commit crds/";
+    const HOW: &str = "crds/ is stale: run `UPDATE_CRDS=1 cargo test -p nodewright --test apis crds_directory_is_up_to_date` and commit crds/";
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect(HOW)
         .flatten()
@@ -460,4 +471,109 @@ fn crds_command_prints_the_files_in_crds_directory() {
         files.join("---\n"),
         "`nodewright crds` must print exactly crds/*.yaml"
     );
+}
+
+// --- Properties -------------------------------------------------------------------------------
+
+mod properties {
+    use nodewright::apis::schema;
+    use nodewright::apis::validation::syntax;
+    use nodewright::apis::{
+        NodeSelectorRequirement, Operator, ProviderRef, Provisioner, ProvisionerSpec,
+    };
+    use proptest::prelude::*;
+    use proptest::string::string_regex;
+
+    /// A strategy for the strings an OpenAPI pattern (anchored with `^…$`) accepts.
+    fn matching(pattern: &str) -> impl Strategy<Value = String> {
+        let unanchored = pattern.trim_start_matches('^').trim_end_matches('$');
+        string_regex(unanchored).expect("a pattern proptest can generate from")
+    }
+
+    proptest! {
+        #[test]
+        fn quantities_the_crd_accepts_parse_and_are_not_negative(text in matching(schema::QUANTITY_PATTERN)) {
+            let value = syntax::parse_quantity(&text);
+            prop_assert!(value.is_some_and(|value| value >= 0.0), "{text:?} parsed as {value:?}");
+        }
+
+        #[test]
+        fn label_values_the_crd_accepts_pass_validate(text in matching(schema::LABEL_VALUE_PATTERN)) {
+            prop_assume!(text.len() <= schema::LABEL_VALUE_MAX_LENGTH);
+            prop_assert_eq!(syntax::label_value_problem(&text), None);
+        }
+
+        #[test]
+        fn qualified_names_the_crd_accepts_pass_validate(text in matching(schema::QUALIFIED_NAME_PATTERN)) {
+            // The pattern cannot bound the prefix to 253 characters; maxLength bounds the whole.
+            prop_assume!(text.split_once('/').is_none_or(|(prefix, _)| prefix.len() <= 253));
+            prop_assert_eq!(syntax::qualified_name_problem(&text), None);
+        }
+
+        #[test]
+        fn eviction_thresholds_the_crd_accepts_pass_validate(text in matching(schema::EVICTION_THRESHOLD_PATTERN)) {
+            prop_assert_eq!(syntax::eviction_threshold_problem(&text), None);
+        }
+
+        #[test]
+        fn durations_the_crd_accepts_pass_validate(text in matching(schema::DURATION_PATTERN)) {
+            prop_assert_eq!(syntax::duration_problem(&text), None);
+        }
+
+        /// Whatever a manifest holds, validate() answers (no panic) and every problem points
+        /// into the object.
+        #[test]
+        fn validate_reports_paths_inside_the_object_for_any_input(
+            key in any::<String>(),
+            value in any::<String>(),
+            operator in any::<String>(),
+            values in proptest::collection::vec(any::<String>(), 0..3),
+            quantity in any::<String>(),
+            weight in any::<i32>(),
+            ttl in any::<i64>(),
+        ) {
+            let spec = ProvisionerSpec {
+                labels: [(key.clone(), value.clone())].into(),
+                requirements: vec![NodeSelectorRequirement::new(key.clone(), Operator::from(operator.as_str()), values)],
+                limits: Some(nodewright::apis::provisioner::Limits {
+                    resources: [(key.clone(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(quantity))].into(),
+                }),
+                provider_ref: Some(ProviderRef::named(value)),
+                weight: Some(weight),
+                ttl_seconds_until_expired: Some(ttl),
+                ..ProvisionerSpec::default()
+            };
+            let provisioner = Provisioner::new(&key, spec);
+            if let Err(errors) = provisioner.validate() {
+                for error in errors.errors() {
+                    let path = error.path.as_str();
+                    prop_assert!(path == "spec" || path.starts_with("spec.") || path == "metadata.name", "{path}");
+                    prop_assert!(!error.problem.to_string().is_empty());
+                }
+            }
+        }
+
+        /// The number of values an operator takes, as Kubernetes defines it.
+        #[test]
+        fn requirement_values_are_checked_against_the_operator(
+            operator in proptest::sample::select(Operator::KNOWN),
+            values in proptest::collection::vec("[0-9]{1,3}|[a-z]{1,5}", 0..4),
+        ) {
+            let operator = Operator::from(operator);
+            let requirement = NodeSelectorRequirement::new("example.com/tier", operator.clone(), values.clone());
+            let spec = ProvisionerSpec {
+                requirements: vec![requirement],
+                provider_ref: Some(ProviderRef::named("default")),
+                ..ProvisionerSpec::default()
+            };
+            let integer = |value: &String| value.chars().all(|c| c.is_ascii_digit());
+            let allowed = match operator {
+                Operator::In | Operator::NotIn => !values.is_empty(),
+                Operator::Exists | Operator::DoesNotExist => values.is_empty(),
+                Operator::Gt | Operator::Lt => values.len() == 1 && integer(&values[0]),
+                Operator::Other(_) => false,
+            };
+            prop_assert_eq!(spec.validate().is_ok(), allowed, "{:?} {:?}", operator, values);
+        }
+    }
 }

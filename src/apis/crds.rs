@@ -1,5 +1,9 @@
 //! The CustomResourceDefinitions as generated from the Rust types, and their YAML: what
 //! `nodewright crds` prints and what `crds/` holds, one file per CRD.
+//!
+//! After changing a type, refresh `crds/` with
+//! `UPDATE_CRDS=1 cargo test -p nodewright --test apis crds_directory_is_up_to_date`;
+//! without `UPDATE_CRDS` that test fails while `crds/` is stale.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -94,6 +94,7 @@ pub struct MachineSpec {
     pub startup_taints: Vec<Taint>,
     /// What the instance must satisfy (instance types, zones, capacity types, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::apis::schema::MAX_REQUIREMENTS))]
     pub requirements: Vec<NodeSelectorRequirement>,
     /// The resources the machine was launched for.
     #[serde(default, skip_serializing_if = "MachineResources::is_empty")]
