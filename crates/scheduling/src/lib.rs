@@ -6,11 +6,19 @@
 
 pub mod allocatable;
 pub mod catalog;
+pub mod cost;
+pub mod explain;
 pub mod instance_type;
 pub mod labels;
 pub mod node;
+pub mod plan;
 pub mod pod;
 pub mod provisioner;
 pub mod requirements;
 pub mod resources;
+pub mod scheduler;
 pub mod taints;
+pub mod topology;
+
+pub use plan::Plan;
+pub use scheduler::{Packing, ScheduleInput, SchedulerSettings, schedule};

@@ -1,0 +1,240 @@
+//! Turning a packing into a [`Plan`]: each machine's launch (capacity type, candidate types
+//! cheapest first, expected type, zone, price), the pods per node, and the lower bound.
+
+use std::collections::BTreeSet;
+
+use crate::cost::{CoverOption, lower_bound};
+use crate::instance_type::CapacityType;
+use crate::labels;
+use crate::plan::{ExistingAssignment, Plan, PlannedNode, UnschedulablePod};
+use crate::requirements::ValueSet;
+
+use super::model::Model;
+use super::place::Stop;
+use super::provisioners::{ProvModel, capacity_type_label, score};
+use super::state::{Machine, NodeKind, PackState};
+use super::vector::{CPU, MEMORY};
+
+/// How a machine is expected to launch.
+pub(crate) struct Launch {
+    pub capacity_type: CapacityType,
+    /// Candidate types, cheapest first, at most the configured number.
+    pub candidates: Vec<usize>,
+    pub zone: String,
+    pub price: Option<f64>,
+    /// A comparable cost even without prices.
+    pub score: f64,
+}
+
+/// Spot when the requirements allow it and a candidate has a spot offering; then every
+/// candidate ranked by its cheapest offering of that capacity type.
+pub(crate) fn launch(p: &ProvModel, machine: &Machine, max_types: usize) -> Launch {
+    let spot_allowed = machine
+        .reqs
+        .get(labels::CAPACITY_TYPE)
+        .is_none_or(|s| s.allows(Some(labels::CAPACITY_TYPE_SPOT)));
+    let best_offer = |t: usize, ct: CapacityType| {
+        p.types[t]
+            .offerings
+            .iter()
+            .filter(|o| o.capacity_type == ct && p.offering_allowed(o, &machine.reqs))
+            .min_by(|a, b| {
+                score(a.price, &p.types[t])
+                    .total_cmp(&score(b.price, &p.types[t]))
+                    .then_with(|| a.zone.cmp(&b.zone))
+            })
+    };
+    let capacity_type = if spot_allowed
+        && machine
+            .candidates
+            .iter()
+            .any(|&t| best_offer(t, CapacityType::Spot).is_some())
+    {
+        CapacityType::Spot
+    } else {
+        CapacityType::OnDemand
+    };
+    // (no offering of that capacity type, price, size, name, type index)
+    type Rank<'a> = (bool, f64, (i64, i64), &'a str, usize);
+    let mut ranked: Vec<Rank<'_>> = machine
+        .candidates
+        .iter()
+        .map(|&t| {
+            let offer = best_offer(t, capacity_type);
+            let type_model = &p.types[t];
+            (
+                offer.is_none(),
+                offer.map_or(f64::INFINITY, |o| score(o.price, type_model)),
+                type_model.size(),
+                type_model.name(),
+                t,
+            )
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.total_cmp(&b.1))
+            .then_with(|| a.2.cmp(&b.2))
+            .then_with(|| a.3.cmp(b.3))
+    });
+    ranked.truncate(max_types);
+    let candidates: Vec<usize> = ranked.iter().map(|r| r.4).collect();
+    let expected = candidates
+        .first()
+        .and_then(|&t| best_offer(t, capacity_type).map(|o| (t, o)));
+    match expected {
+        Some((t, offer)) => Launch {
+            capacity_type,
+            zone: offer.zone.clone(),
+            price: offer.price,
+            score: score(offer.price, &p.types[t]),
+            candidates,
+        },
+        None => Launch {
+            capacity_type,
+            candidates,
+            zone: String::new(),
+            price: None,
+            score: f64::INFINITY,
+        },
+    }
+}
+
+/// The plan for a finished packing.
+pub(crate) fn plan(state: &PackState<'_>, stops: &[Option<Stop>], strategy: &str) -> Plan {
+    let model = state.model;
+    let pod_key = |i: usize| model.pods[i].key();
+    let mut nodes = Vec::new();
+    let mut existing = Vec::new();
+    let mut prices_known = true;
+    let mut total = 0.0;
+    let mut demand_cpu = 0.0;
+    let mut demand_memory = 0.0;
+    for node in state.nodes.iter().filter(|n| !n.pods.is_empty()) {
+        match &node.kind {
+            NodeKind::Existing(i) => existing.push(ExistingAssignment {
+                node: model.existing[*i].name.clone(),
+                pods: node.pods.iter().map(|&p| pod_key(p)).collect(),
+            }),
+            NodeKind::New(machine) => {
+                let p = &model.provs[machine.prov];
+                let launch = launch(p, machine, model.max_instance_types);
+                prices_known &= launch.price.is_some();
+                let price = launch.price.unwrap_or(0.0);
+                total += price;
+                demand_cpu += node.used.0[CPU] as f64;
+                demand_memory += node.used.0[MEMORY] as f64;
+                let mut requests = model.dims.resources(&node.used);
+                if let Some(&t) = launch.candidates.first() {
+                    requests += &p.types[t].overhead;
+                }
+                nodes.push(PlannedNode {
+                    provisioner: p.name.clone(),
+                    instance_type: launch
+                        .candidates
+                        .first()
+                        .map(|&t| p.types[t].name().to_string())
+                        .unwrap_or_default(),
+                    instance_types: launch
+                        .candidates
+                        .iter()
+                        .map(|&t| p.types[t].name().to_string())
+                        .collect(),
+                    zone: launch.zone.clone(),
+                    capacity_type: launch.capacity_type,
+                    price_per_hour: price,
+                    pods: node.pods.iter().map(|&i| pod_key(i)).collect(),
+                    requests,
+                    requirements: machine_requirements(p, machine, &launch),
+                });
+            }
+        }
+    }
+    let mut unschedulable = Vec::new();
+    for (g, group) in model.groups.iter().enumerate() {
+        if state.remaining(g) == 0 {
+            continue;
+        }
+        let reason = crate::explain::reason(state, g, stops[g].as_ref());
+        for &i in &group.pods[state.placed[g]..] {
+            unschedulable.push(UnschedulablePod {
+                pod: pod_key(i),
+                reason: reason.clone(),
+            });
+        }
+    }
+    let lower_bound_per_hour = if prices_known && !nodes.is_empty() {
+        lower_bound(&cover_options(model), demand_cpu, demand_memory)
+    } else {
+        None
+    };
+    let total = if prices_known { total } else { 0.0 };
+    if !prices_known {
+        for node in &mut nodes {
+            node.price_per_hour = 0.0;
+        }
+    }
+    Plan {
+        nodes,
+        existing,
+        unschedulable,
+        total_price_per_hour: total,
+        cost_ratio: lower_bound_per_hour.filter(|b| *b > 0.0).map(|b| total / b),
+        lower_bound_per_hour,
+        prices_known,
+        strategy: strategy.to_string(),
+    }
+}
+
+/// Every priced type of every provisioner at its cheapest allowed offering, with its effective
+/// capacity.
+pub(crate) fn cover_options(model: &Model<'_>) -> Vec<CoverOption> {
+    model
+        .provs
+        .iter()
+        .flat_map(|p| p.types.iter())
+        .filter_map(|t| {
+            let price = t
+                .offerings
+                .iter()
+                .filter_map(|o| o.price)
+                .min_by(f64::total_cmp)?;
+            Some(CoverOption {
+                price,
+                cpu: t.alloc.0[CPU] as f64,
+                memory: t.alloc.0[MEMORY] as f64,
+            })
+        })
+        .collect()
+}
+
+/// The machine's requirements with instance type, zone and capacity type narrowed to what its
+/// candidates offer.
+fn machine_requirements(
+    p: &ProvModel,
+    machine: &Machine,
+    launch: &Launch,
+) -> Vec<crate::requirements::NodeSelectorRequirement> {
+    let mut reqs = machine.reqs.clone();
+    let names: BTreeSet<String> = launch
+        .candidates
+        .iter()
+        .map(|&t| p.types[t].name().to_string())
+        .collect();
+    let mut zones = BTreeSet::new();
+    let mut capacity_types = BTreeSet::new();
+    for &t in &launch.candidates {
+        for o in p.types[t]
+            .offerings
+            .iter()
+            .filter(|o| p.offering_allowed(o, &machine.reqs))
+        {
+            zones.insert(o.zone.clone());
+            capacity_types.insert(capacity_type_label(o.capacity_type).to_string());
+        }
+    }
+    reqs.add(labels::INSTANCE_TYPE, &ValueSet::of(names));
+    reqs.add(labels::ZONE, &ValueSet::of(zones));
+    reqs.add(labels::CAPACITY_TYPE, &ValueSet::of(capacity_types));
+    reqs.to_node_selector()
+}

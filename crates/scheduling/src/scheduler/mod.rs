@@ -1,0 +1,368 @@
+//! The scheduler: pending pods, existing nodes, provisioners and daemonsets in; a [`Plan`] out.
+//!
+//! Pipeline: compile the inputs ([`model`]), then pack them several ways ([`place`]: existing
+//! nodes first, then in-flight machines, then new machines from provisioners by weight) and keep
+//! the cheapest packing ([`finalize`]). The packings differ in the largest machine they let a
+//! new node grow to: unbounded (Karpenter's behaviour: one machine grows while any type still
+//! fits) and capped at each of the types that would cover the batch most cheaply. Smaller caps
+//! keep nodes from drifting onto big types whose spot price is poor; each node is then launched
+//! as the cheapest type that fits what it holds.
+
+pub(crate) mod finalize;
+pub(crate) mod groups;
+pub(crate) mod model;
+pub(crate) mod place;
+pub(crate) mod provisioners;
+pub(crate) mod state;
+pub(crate) mod vector;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::ExistingNode;
+use crate::plan::Plan;
+use crate::pod::{DaemonSet, Pod};
+use crate::provisioner::ProvisionerInput;
+
+use model::Model;
+use place::Stop;
+use state::{NodeKind, PackState};
+use vector::{CPU, MEMORY, PODS, ResVec};
+
+/// How new machines are packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Packing {
+    /// Try several node sizes and keep the cheapest plan.
+    Cheapest,
+    /// Karpenter's approach, for comparison: pods by cpu then memory, each machine grows while
+    /// any type fits, the cheapest fitting type is launched.
+    FirstFitDecreasing,
+}
+
+/// Knobs of a scheduling run, with Karpenter's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SchedulerSettings {
+    /// The region nodes launch in (`topology.kubernetes.io/region` when the instance types do
+    /// not carry it).
+    pub region: Option<String>,
+    /// Instance types handed to EC2 per machine (cheapest first).
+    pub max_instance_types: usize,
+    pub packing: Packing,
+    /// Node-size caps tried besides the unbounded packing.
+    pub size_strategies: usize,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            region: None,
+            max_instance_types: 60,
+            packing: Packing::Cheapest,
+            size_strategies: 6,
+        }
+    }
+}
+
+/// Everything one scheduling decision looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleInput {
+    /// Pods to place.
+    pub pods: Vec<Pod>,
+    /// Nodes (and in-flight machines) with the pods already on them.
+    pub nodes: Vec<ExistingNode>,
+    pub provisioners: Vec<ProvisionerInput>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub settings: SchedulerSettings,
+}
+
+/// Decides where every pod goes. Deterministic: the same input gives the same plan.
+pub fn schedule(input: &ScheduleInput) -> Plan {
+    let model = Model::build(input);
+    let strategies = strategies(&model, &input.settings);
+    let mut best: Option<(Outcome, PackState<'_>, Vec<Option<Stop>>, String)> = None;
+    for strategy in &strategies {
+        let (state, stops) = pack(&model, strategy);
+        let outcome = outcome(&state);
+        // A batch that fits one machine gets one machine, as with Karpenter: splitting it
+        // over smaller nodes is never worth the surprise.
+        let single_machine = outcome.unplaced == 0 && outcome.machines <= 1;
+        if best
+            .as_ref()
+            .is_none_or(|(b, _, _, _)| outcome.better_than(b))
+        {
+            best = Some((outcome, state, stops, strategy.name.clone()));
+        }
+        if single_machine {
+            break;
+        }
+    }
+    match best {
+        Some((_, state, stops, name)) => finalize::plan(&state, &stops, &name),
+        None => {
+            let state = PackState::new(&model, Vec::new());
+            finalize::plan(&state, &vec![None; model.groups.len()], "none")
+        }
+    }
+}
+
+/// One way of packing: a size cap per provisioner and the order groups go in.
+struct Strategy {
+    name: String,
+    caps: Vec<ResVec>,
+    karpenter_order: bool,
+}
+
+/// How good a packing is, compared lexicographically.
+struct Outcome {
+    unplaced: usize,
+    cost: f64,
+    machines: usize,
+}
+
+impl Outcome {
+    fn better_than(&self, other: &Outcome) -> bool {
+        if self.unplaced != other.unplaced {
+            return self.unplaced < other.unplaced;
+        }
+        // Costs within a hundredth of a cent are a tie; then fewer machines win.
+        if (self.cost - other.cost).abs() > 1e-4 {
+            return self.cost < other.cost;
+        }
+        self.machines < other.machines
+    }
+}
+
+fn outcome(state: &PackState<'_>) -> Outcome {
+    let model = state.model;
+    let mut cost = 0.0;
+    let mut machines = 0;
+    for node in &state.nodes {
+        if let NodeKind::New(machine) = &node.kind
+            && !node.pods.is_empty()
+        {
+            machines += 1;
+            cost += finalize::launch(
+                &model.provs[machine.prov],
+                machine,
+                model.max_instance_types,
+            )
+            .score;
+        }
+    }
+    Outcome {
+        unplaced: (0..model.groups.len()).map(|g| state.remaining(g)).sum(),
+        cost,
+        machines,
+    }
+}
+
+fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> {
+    let unbounded = vec![ResVec::UNBOUNDED; model.provs.len()];
+    if settings.packing == Packing::FirstFitDecreasing {
+        return vec![Strategy {
+            name: "first fit decreasing (Karpenter)".to_string(),
+            caps: unbounded,
+            karpenter_order: true,
+        }];
+    }
+    let mut out = vec![Strategy {
+        name: "unbounded node size".to_string(),
+        caps: unbounded,
+        karpenter_order: false,
+    }];
+    if model.groups.is_empty() {
+        return out;
+    }
+    let mut demand = ResVec::ZERO;
+    for group in &model.groups {
+        demand = demand.add(&group.req.times(group.pods.len() as i64));
+    }
+    // Per provisioner: types by the cost of covering the whole batch with that type alone.
+    let ranked: Vec<Vec<usize>> = model
+        .provs
+        .iter()
+        .map(|p| {
+            let mut order: Vec<(f64, usize)> = p
+                .types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let nodes = [CPU, MEMORY, PODS]
+                        .iter()
+                        .map(|&d| {
+                            if demand.0[d] <= 0 {
+                                0.0
+                            } else if t.alloc.0[d] <= 0 {
+                                f64::INFINITY
+                            } else {
+                                (demand.0[d] as f64 / t.alloc.0[d] as f64).ceil()
+                            }
+                        })
+                        .fold(0.0, f64::max);
+                    let price = t
+                        .offerings
+                        .iter()
+                        .map(|o| provisioners::score(o.price, t))
+                        .fold(f64::INFINITY, f64::min);
+                    (nodes * price, i)
+                })
+                .collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let mut seen: Vec<ResVec> = Vec::new();
+            order
+                .into_iter()
+                .map(|(_, i)| i)
+                .filter(|&i| {
+                    let alloc = p.types[i].alloc;
+                    let fresh = !seen.contains(&alloc);
+                    seen.push(alloc);
+                    fresh
+                })
+                .collect()
+        })
+        .collect();
+    for rank in 0..settings.size_strategies {
+        let caps: Vec<ResVec> = model
+            .provs
+            .iter()
+            .zip(&ranked)
+            .map(|(p, order)| {
+                order
+                    .get(rank)
+                    .map_or(ResVec::UNBOUNDED, |&i| p.types[i].alloc)
+            })
+            .collect();
+        if caps.iter().all(|c| *c == ResVec::UNBOUNDED) {
+            break;
+        }
+        let name = model
+            .provs
+            .iter()
+            .zip(&ranked)
+            .filter_map(|(p, order)| order.get(rank).map(|&i| p.types[i].name().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(Strategy {
+            name: format!("nodes up to the size of {name}"),
+            caps,
+            karpenter_order: false,
+        });
+    }
+    out
+}
+
+/// The order groups are packed in: the hardest to place first (one pod per node, then other
+/// topology), each class largest first.
+fn group_order(model: &Model<'_>, strategy: &Strategy) -> Vec<usize> {
+    let reference = strategy
+        .caps
+        .first()
+        .copied()
+        .filter(|c| *c != ResVec::UNBOUNDED)
+        .or_else(|| {
+            model
+                .provs
+                .first()
+                .and_then(|p| p.types.first())
+                .map(|t| t.alloc)
+        })
+        .unwrap_or(ResVec::UNBOUNDED);
+    let share = |req: &ResVec| {
+        [CPU, MEMORY]
+            .iter()
+            .map(|&d| {
+                if reference.0[d] > 0 && reference.0[d] < i64::MAX {
+                    req.0[d] as f64 / reference.0[d] as f64
+                } else {
+                    req.0[d] as f64
+                }
+            })
+            .fold(0.0, f64::max)
+    };
+    let class = |g: usize| {
+        let level = &model.groups[g].levels[0];
+        let topology = &model.topology;
+        let per_node = level
+            .antis
+            .iter()
+            .any(|a| a.self_matching && topology.get(a.group).definition.is_hostname())
+            || level
+                .spreads
+                .iter()
+                .any(|s| topology.get(s.group).definition.is_hostname());
+        if per_node {
+            0
+        } else if !level.spreads.is_empty()
+            || !level.affinities.is_empty()
+            || !level.antis.is_empty()
+        {
+            1
+        } else {
+            2
+        }
+    };
+    let mut order: Vec<usize> = (0..model.groups.len()).collect();
+    if strategy.karpenter_order {
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&model.groups[a].req, &model.groups[b].req);
+            rb.0[CPU]
+                .cmp(&ra.0[CPU])
+                .then_with(|| rb.0[MEMORY].cmp(&ra.0[MEMORY]))
+                .then_with(|| a.cmp(&b))
+        });
+    } else {
+        order.sort_by(|&a, &b| {
+            class(a)
+                .cmp(&class(b))
+                .then_with(|| share(&model.groups[b].req).total_cmp(&share(&model.groups[a].req)))
+                .then_with(|| a.cmp(&b))
+        });
+    }
+    order
+}
+
+/// Packs every group under one strategy. Groups that fail relax a level and retry; groups
+/// waiting on pods their affinity names, or stopped by topology, retry after others moved.
+fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Option<Stop>>) {
+    let mut state = PackState::new(model, strategy.caps.clone());
+    let mut stops: Vec<Option<Stop>> = vec![None; model.groups.len()];
+    let order = group_order(model, strategy);
+    let mut pass = 0;
+    loop {
+        let mut progress = false;
+        for &g in &order {
+            let group = &model.groups[g];
+            if state.remaining(g) == 0 || group.invalid.is_some() {
+                continue;
+            }
+            if pass > 0
+                && !matches!(
+                    stops[g],
+                    Some(Stop::AwaitingAffinity(_) | Stop::Topology(_))
+                )
+            {
+                continue;
+            }
+            loop {
+                let before = state.remaining(g);
+                let stop = state.place_group(g, state.level[g]);
+                progress |= state.remaining(g) < before;
+                stops[g] = stop;
+                let Some(stop) = &stops[g] else { break };
+                if matches!(stop, Stop::AwaitingAffinity(_)) && pass == 0 {
+                    break;
+                }
+                if state.level[g] + 1 < group.levels.len() {
+                    state.level[g] += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        pass += 1;
+        if !progress {
+            break;
+        }
+    }
+    (state, stops)
+}

@@ -1,0 +1,347 @@
+//! Provisioners compiled for packing: their requirements, which label keys they define and how,
+//! and the instance types they can launch with effective capacity (allocatable less daemonset
+//! overhead) and allowed offerings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::instance_type::{CapacityType, InstanceType};
+use crate::labels;
+use crate::pod::DaemonSet;
+use crate::provisioner::ProvisionerInput;
+use crate::requirements::{Requirements, ValueSet};
+use crate::resources::Resources;
+use crate::taints::{Taint, tolerates_all};
+
+use super::vector::{Dims, ResVec};
+
+/// One way to buy a type that the provisioner allows and EC2 currently offers.
+#[derive(Debug, Clone)]
+pub(crate) struct OfferingModel {
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price: Option<f64>,
+}
+
+impl OfferingModel {
+    pub(crate) fn capacity_type_label(&self) -> &'static str {
+        capacity_type_label(self.capacity_type)
+    }
+}
+
+pub(crate) fn capacity_type_label(capacity_type: CapacityType) -> &'static str {
+    match capacity_type {
+        CapacityType::Spot => labels::CAPACITY_TYPE_SPOT,
+        CapacityType::OnDemand => labels::CAPACITY_TYPE_ON_DEMAND,
+    }
+}
+
+/// An instance type as one provisioner would launch it.
+#[derive(Debug, Clone)]
+pub(crate) struct TypeModel {
+    pub it: Arc<InstanceType>,
+    /// Allocatable less the daemonsets that would run on it.
+    pub alloc: ResVec,
+    pub overhead: Resources,
+    /// What counts against limits.
+    pub capacity: Resources,
+    pub offerings: Vec<OfferingModel>,
+    /// Cheapest offering price, if every offering is priced.
+    pub cheapest: Option<f64>,
+}
+
+impl TypeModel {
+    pub(crate) fn name(&self) -> &str {
+        &self.it.name
+    }
+
+    /// A label value the type's nodes will carry (instance-type falls back to the name).
+    pub(crate) fn label(&self, key: &str) -> Option<&str> {
+        match self.it.labels.get(key) {
+            Some(v) => Some(v.as_str()),
+            None if key == labels::INSTANCE_TYPE => Some(&self.it.name),
+            None => None,
+        }
+    }
+
+    /// Size order for ranking without prices: vCPU, then memory.
+    pub(crate) fn size(&self) -> (i64, i64) {
+        (self.it.capacity.cpu_millis, self.it.capacity.memory_bytes)
+    }
+}
+
+/// How a label key gets its value on a new node of a provisioner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyClass<'a> {
+    /// Zone or capacity type: chosen among the offerings.
+    Offering,
+    /// Fixed by the instance type (absent when the type lacks the label).
+    TypeLabel,
+    /// A fresh hostname that no pod can name in advance.
+    Hostname,
+    /// Set by the provisioner (its labels, its name).
+    Fixed(&'a str),
+    /// A custom key the provisioner's requirements allow values for.
+    Flexible,
+    /// Nothing defines it: the node will not have the label.
+    Undefined,
+}
+
+/// A provisioner ready for packing.
+#[derive(Debug, Clone)]
+pub(crate) struct ProvModel {
+    pub name: String,
+    /// Requirements with labels folded in and the provisioner's own name.
+    pub reqs: Requirements,
+    pub fixed: BTreeMap<String, String>,
+    pub flexible: BTreeSet<String>,
+    pub type_keys: BTreeSet<String>,
+    pub taints: Vec<Taint>,
+    /// Types its requirements allow and that have an available offering, largest first.
+    pub types: Vec<TypeModel>,
+    /// Types before requirements and offerings narrowed them.
+    pub all_types: usize,
+    pub limits: BTreeMap<String, i64>,
+    pub usage: Resources,
+}
+
+impl ProvModel {
+    pub(crate) fn build(
+        input: &ProvisionerInput,
+        region: Option<&str>,
+        daemonsets: &[DaemonSet],
+        dims: &Dims,
+        usage: Resources,
+    ) -> ProvModel {
+        let p = &input.provisioner;
+        let mut type_keys: BTreeSet<String> = labels::WELL_KNOWN_LABELS
+            .iter()
+            .filter(|k| {
+                ![
+                    labels::ZONE,
+                    labels::CAPACITY_TYPE,
+                    labels::HOSTNAME,
+                    labels::PROVISIONER_NAME,
+                    labels::REGION,
+                ]
+                .contains(k)
+            })
+            .map(|k| k.to_string())
+            .collect();
+        for t in &input.instance_types {
+            type_keys.extend(t.instance_type.labels.keys().cloned());
+        }
+        let mut fixed: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &p.labels {
+            fixed.insert(labels::normalize_key(k).to_string(), v.clone());
+        }
+        fixed.insert(labels::PROVISIONER_NAME.to_string(), p.name.clone());
+        if let Some(region) = region
+            && !type_keys.contains(labels::REGION)
+        {
+            fixed.insert(labels::REGION.to_string(), region.to_string());
+        }
+        let mut reqs = p.node_requirements();
+        reqs.add(labels::PROVISIONER_NAME, &ValueSet::one(p.name.clone()));
+        let flexible = reqs
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| {
+                !type_keys.contains(k)
+                    && !fixed.contains_key(k)
+                    && k != labels::ZONE
+                    && k != labels::CAPACITY_TYPE
+                    && k != labels::HOSTNAME
+            })
+            .collect();
+        let mut model = ProvModel {
+            name: p.name.clone(),
+            reqs,
+            fixed,
+            flexible,
+            type_keys,
+            taints: p.taints.clone(),
+            types: Vec::new(),
+            all_types: input.instance_types.len(),
+            limits: p.limits.clone(),
+            usage,
+        };
+        let daemons: Vec<(&DaemonSet, Vec<Requirements>)> = daemonsets
+            .iter()
+            .filter(|ds| tolerates_all(&p.taints, &ds.tolerations))
+            .map(|ds| (ds, ds.required_terms()))
+            .collect();
+        let mut types = Vec::new();
+        for option in &input.instance_types {
+            let it = &option.instance_type;
+            let offerings: Vec<OfferingModel> = it
+                .offerings
+                .iter()
+                .filter(|o| o.available)
+                .map(|o| OfferingModel {
+                    zone: o.zone.clone(),
+                    capacity_type: o.capacity_type,
+                    price: o.price_per_hour,
+                })
+                .filter(|o| model.offering_allowed(o, &model.reqs))
+                .collect();
+            let mut candidate = TypeModel {
+                it: Arc::clone(it),
+                alloc: ResVec::ZERO,
+                overhead: Resources::default(),
+                capacity: it.capacity.clone(),
+                cheapest: None,
+                offerings,
+            };
+            if candidate.offerings.is_empty() || !model.type_labels_allowed(&candidate, &model.reqs)
+            {
+                continue;
+            }
+            let mut overhead = Resources::default();
+            for (ds, terms) in &daemons {
+                let lands = terms.iter().any(|term| {
+                    let combined = model.reqs.intersect(term);
+                    model
+                        .keys_satisfiable(&combined, term.iter().map(|(k, _)| k))
+                        .is_ok()
+                        && model.type_allowed(&candidate, &combined)
+                });
+                if lands {
+                    overhead += &ds.requests;
+                }
+            }
+            candidate.alloc = dims.vector(&option.allocatable.saturating_sub(&overhead));
+            candidate.overhead = overhead;
+            candidate.cheapest = candidate
+                .offerings
+                .iter()
+                .map(|o| o.price)
+                .try_fold(f64::INFINITY, |best, p| p.map(|p| best.min(p)));
+            types.push(candidate);
+        }
+        types.sort_by(|a, b| b.size().cmp(&a.size()).then_with(|| a.name().cmp(b.name())));
+        model.types = types;
+        model
+    }
+
+    pub(crate) fn key_class(&self, key: &str) -> KeyClass<'_> {
+        if key == labels::ZONE || key == labels::CAPACITY_TYPE {
+            KeyClass::Offering
+        } else if key == labels::HOSTNAME {
+            KeyClass::Hostname
+        } else if self.type_keys.contains(key) {
+            KeyClass::TypeLabel
+        } else if let Some(v) = self.fixed.get(key) {
+            KeyClass::Fixed(v)
+        } else if self.flexible.contains(key) {
+            KeyClass::Flexible
+        } else {
+            KeyClass::Undefined
+        }
+    }
+
+    /// Checks the keys that do not depend on the instance type: the first key (of `keys`)
+    /// whose set cannot be met by any node of this provisioner.
+    pub(crate) fn keys_satisfiable<'k>(
+        &self,
+        reqs: &Requirements,
+        keys: impl Iterator<Item = &'k str>,
+    ) -> Result<(), &'k str> {
+        for key in keys {
+            let Some(set) = reqs.get(key) else { continue };
+            let ok = match self.key_class(key) {
+                KeyClass::Offering | KeyClass::TypeLabel => !set.no_present_value(),
+                KeyClass::Hostname => set.allows_unlisted(),
+                KeyClass::Fixed(value) => set.allows(Some(value)),
+                KeyClass::Flexible => !set.is_empty(),
+                KeyClass::Undefined => set.allows(None),
+            };
+            if !ok {
+                return Err(key);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn offering_allowed(&self, o: &OfferingModel, reqs: &Requirements) -> bool {
+        reqs.get(labels::ZONE)
+            .is_none_or(|s| s.allows(Some(&o.zone)))
+            && reqs
+                .get(labels::CAPACITY_TYPE)
+                .is_none_or(|s| s.allows(Some(o.capacity_type_label())))
+    }
+
+    pub(crate) fn type_labels_allowed(&self, t: &TypeModel, reqs: &Requirements) -> bool {
+        reqs.iter()
+            .filter(|(k, _)| self.type_keys.contains(*k))
+            .all(|(k, set)| set.allows(t.label(k)))
+    }
+
+    /// Whether a node of type `t` can meet `reqs`: its labels and one of its offerings.
+    pub(crate) fn type_allowed(&self, t: &TypeModel, reqs: &Requirements) -> bool {
+        self.type_labels_allowed(t, reqs)
+            && t.offerings.iter().any(|o| self.offering_allowed(o, reqs))
+    }
+
+    /// Values a new node could take for `key` among `candidates` under `reqs`, with the best
+    /// price (or size rank) that value allows. `None` when the values are not enumerable.
+    pub(crate) fn domain_options(
+        &self,
+        key: &str,
+        reqs: &Requirements,
+        candidates: impl Iterator<Item = usize>,
+    ) -> Option<BTreeMap<String, f64>> {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        let mut offer = |value: &str, score: f64| {
+            let entry = out.entry(value.to_string()).or_insert(f64::INFINITY);
+            *entry = entry.min(score);
+        };
+        match self.key_class(key) {
+            KeyClass::Offering => {
+                for i in candidates {
+                    let t = &self.types[i];
+                    for o in t
+                        .offerings
+                        .iter()
+                        .filter(|o| self.offering_allowed(o, reqs))
+                    {
+                        let value = if key == labels::ZONE {
+                            o.zone.as_str()
+                        } else {
+                            o.capacity_type_label()
+                        };
+                        offer(value, score(o.price, t));
+                    }
+                }
+            }
+            KeyClass::TypeLabel => {
+                for i in candidates {
+                    let t = &self.types[i];
+                    if let Some(value) = t.label(key) {
+                        offer(value, score(t.cheapest, t));
+                    }
+                }
+            }
+            KeyClass::Fixed(value) => offer(value, 0.0),
+            KeyClass::Flexible => {
+                for value in reqs.get(key)?.finite_values()? {
+                    offer(value, 0.0);
+                }
+            }
+            KeyClass::Hostname => return None,
+            KeyClass::Undefined => {}
+        }
+        if let Some(set) = reqs.get(key) {
+            out.retain(|value, _| set.allows(Some(value)));
+        }
+        Some(out)
+    }
+}
+
+/// A comparable cost for choosing among values: the price, or a size rank when unpriced.
+pub(crate) fn score(price: Option<f64>, t: &TypeModel) -> f64 {
+    match price {
+        Some(p) => p,
+        None => 1e6 + (t.size().0 as f64) / 1000.0 + (t.size().1 as f64) / 1e12,
+    }
+}
