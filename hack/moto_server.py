@@ -17,6 +17,7 @@ closes, so a test process that holds the pipe can never leave it running behind.
 import argparse
 import datetime
 import hashlib
+import os
 import signal
 import sys
 import threading
@@ -122,6 +123,8 @@ def main():
     server.start()
     _, port = server.get_host_and_port()
     print(port, flush=True)
+    # The reader may stop reading after the port; nothing else goes to stdout.
+    sys.stdout = open(os.devnull, "w")
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -160,7 +160,8 @@ impl AwsCloudProvider {
 
     /// Terminates the machine's instances; [`DeleteStatus::Gone`] when nothing is left.
     pub(super) async fn terminate(&self, machine: &MachineId) -> Result<DeleteStatus> {
-        let instances = match machine.provider_id.as_deref().and_then(instance_id_of) {
+        let by_id = machine.provider_id.as_deref().and_then(instance_id_of);
+        let instances = match by_id {
             Some(id) => {
                 let query = InstanceQuery {
                     instance_ids: vec![id.to_string()],
@@ -168,7 +169,10 @@ impl AwsCloudProvider {
                 };
                 match self.ec2.describe_instances(query).await {
                     Ok(found) => found,
-                    Err(err) if err.is_not_found() => Vec::new(),
+                    // Possibly just launched and not visible yet: terminate by id regardless.
+                    Err(err) if err.is_not_found() => {
+                        return self.terminate_ids(machine, vec![id.to_string()]).await;
+                    }
                     Err(err) => return Err(err.into()),
                 }
             }
@@ -179,19 +183,23 @@ impl AwsCloudProvider {
             .filter(|i| !i.state.is_going_away())
             .map(|i| i.id.clone())
             .collect();
+        if !running.is_empty() {
+            return self.terminate_ids(machine, running).await;
+        }
         let going = instances
             .iter()
             .any(|i| i.state == InstanceState::ShuttingDown);
-        if running.is_empty() {
-            return Ok(if going {
-                DeleteStatus::Terminating
-            } else {
-                DeleteStatus::Gone
-            });
-        }
-        match self.ec2.terminate_instances(running.clone()).await {
+        Ok(if going {
+            DeleteStatus::Terminating
+        } else {
+            DeleteStatus::Gone
+        })
+    }
+
+    async fn terminate_ids(&self, machine: &MachineId, ids: Vec<String>) -> Result<DeleteStatus> {
+        match self.ec2.terminate_instances(ids.clone()).await {
             Ok(()) => {
-                tracing::info!(machine = %machine.name, instances = ?running, "terminating");
+                tracing::info!(machine = %machine.name, instances = ?ids, "terminating");
                 Ok(DeleteStatus::Terminating)
             }
             Err(err) if err.is_not_found() => Ok(DeleteStatus::Gone),

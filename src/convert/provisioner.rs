@@ -1,0 +1,105 @@
+//! `Provisioner` objects into the scheduling core's provisioner model.
+
+use std::collections::BTreeMap;
+
+use nodewright_scheduling::allocatable::{KubeletConfig, Threshold};
+use nodewright_scheduling::provisioner::Provisioner as CoreProvisioner;
+use nodewright_scheduling::requirements::NodeSelectorRequirement;
+use nodewright_scheduling::resources::parse_quantity;
+
+use super::ConvertError;
+use super::node::taints;
+use super::pod::{operator, quantities};
+use crate::apis::{KubeletConfiguration, Provisioner};
+
+const MEMORY_SIGNAL: &str = "memory.available";
+const NODEFS_SIGNAL: &str = "nodefs.available";
+
+/// The core's view of a provisioner: requirements, labels, taints, limits, current usage
+/// (from status) and the kubelet settings that change allocatable capacity.
+pub fn provisioner(provisioner: &Provisioner) -> Result<CoreProvisioner, ConvertError> {
+    let name = provisioner.metadata.name.clone().unwrap_or_default();
+    let object = format!("provisioner {name}");
+    let err = |field: &str, message: String| ConvertError::new(&object, field, message);
+    let spec = &provisioner.spec;
+    let requirements = spec
+        .requirements
+        .iter()
+        .map(|r| {
+            Ok(NodeSelectorRequirement::new(
+                r.key.clone(),
+                operator(r.operator.as_str())?,
+                r.values.clone(),
+            ))
+        })
+        .collect::<Result<_, String>>()
+        .map_err(|m| err("spec.requirements", m))?;
+    let limits = match &spec.limits {
+        Some(limits) => quantities(&limits.resources)
+            .map_err(|m| err("spec.limits.resources", m))?
+            .iter()
+            .filter(|(resource, _)| limits.resources.contains_key(*resource))
+            .map(|(resource, amount)| (resource.to_string(), amount))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let usage = provisioner
+        .status
+        .as_ref()
+        .filter(|s| !s.resources.is_empty())
+        .map(|s| quantities(&s.resources))
+        .transpose()
+        .map_err(|m| err("status.resources", m))?;
+    let kubelet = match &spec.kubelet_configuration {
+        Some(config) => kubelet(config).map_err(|m| err("spec.kubeletConfiguration", m))?,
+        None => KubeletConfig::default(),
+    };
+    Ok(CoreProvisioner {
+        labels: spec.labels.clone(),
+        taints: taints(&spec.taints).map_err(|m| err("spec.taints", m))?,
+        startup_taints: taints(&spec.startup_taints).map_err(|m| err("spec.startupTaints", m))?,
+        name,
+        weight: spec.weight.unwrap_or(0),
+        requirements,
+        limits,
+        usage,
+        kubelet,
+    })
+}
+
+/// The allocatable-relevant part of a kubelet configuration.
+pub fn kubelet(config: &KubeletConfiguration) -> Result<KubeletConfig, String> {
+    let reserved = |list: &BTreeMap<_, _>| (!list.is_empty()).then(|| quantities(list)).transpose();
+    let threshold = |signals: &BTreeMap<String, String>, signal: &str| {
+        signals
+            .get(signal)
+            .map(|text| eviction_threshold(text))
+            .transpose()
+    };
+    Ok(KubeletConfig {
+        max_pods: config.max_pods.map(i64::from),
+        pods_per_core: config.pods_per_core.map(i64::from),
+        system_reserved: reserved(&config.system_reserved)?,
+        kube_reserved: reserved(&config.kube_reserved)?,
+        eviction_hard_memory: threshold(&config.eviction_hard, MEMORY_SIGNAL)?,
+        eviction_hard_nodefs: threshold(&config.eviction_hard, NODEFS_SIGNAL)?,
+        eviction_soft_memory: threshold(&config.eviction_soft, MEMORY_SIGNAL)?,
+        eviction_soft_nodefs: threshold(&config.eviction_soft, NODEFS_SIGNAL)?,
+    })
+}
+
+/// `"10%"` or a quantity such as `"100Mi"`.
+fn eviction_threshold(text: &str) -> Result<Threshold, String> {
+    if let Some(percent) = text.strip_suffix('%') {
+        return percent
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(Threshold::Percent)
+            .ok_or_else(|| format!("eviction threshold {text:?} is not a percentage"));
+    }
+    parse_quantity(text)
+        .map(|q| Threshold::Quantity(q.units()))
+        .map_err(|e| format!("eviction threshold {text:?}: {e}"))
+}
