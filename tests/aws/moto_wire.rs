@@ -366,7 +366,10 @@ async fn on_demand_launches_into_the_allowed_zone_from_a_hashed_launch_template(
         .expect("template data")
         .clone();
     assert_eq!(data.image_id(), instance.image_id());
-    assert_eq!(data.security_group_ids(), [env.security_group.clone()]);
+    assert_eq!(
+        data.security_group_ids(),
+        std::slice::from_ref(&env.security_group)
+    );
     let metadata = data.metadata_options().expect("metadata options");
     assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
     assert_eq!(metadata.http_put_response_hop_limit(), Some(2));
