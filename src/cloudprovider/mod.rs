@@ -6,7 +6,8 @@
 //! - [`aws`]: the EC2 implementation (EC2 Fleet, instance types, prices, subnets, security groups,
 //!   AMIs, launch templates, the unavailable-offerings cache), over a narrow [`aws::Ec2Api`].
 //! - [`fake`]: a deterministic in-process implementation for tests and the simulator.
-//! - [`types`]: what goes in and comes out; [`error`]: what can go wrong, typed for callers.
+//! - [`types`]: what goes in and comes out (built from the CRDs by `NodeTemplate::from_spec`,
+//!   `LaunchRequest::from_machine`, `MachineId::from`); [`error`]: what can go wrong.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ pub mod aws;
 pub mod clock;
 pub mod error;
 pub mod fake;
+mod from_apis;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
