@@ -1,10 +1,17 @@
-//! The command line: `nodewright crds` (more subcommands join as they are built).
+//! The command line: `nodewright plan` and `nodewright crds` (more subcommands join as they
+//! are built).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nodewright_scheduling::allocatable::AllocatableSettings;
 
+use crate::plan::{self, CatalogSource, ClusterInput};
 use crate::telemetry::{self, LogFormat};
+
+/// Exit code for input the command cannot use (unparseable or invalid files, bad flags).
+const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,8 +38,60 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Offline what-if: the nodes that pending pods need, their instance types and $/hour.
+    Plan(PlanArgs),
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// YAML files (multi-document or `kind: List`) with Provisioners, AWSNodeTemplates, Pods,
+    /// Nodes and DaemonSets. Pods without `spec.nodeName` are placed; the rest is load.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Price file: `{"region", "onDemand": {type: usd}, "spot": {zone: {type: usd}}}`.
+    /// Without it, instance types are ranked by size.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Region to plan in (default: the price file's, else us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// DescribeInstanceTypes output to use instead of the embedded catalog.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// DescribeInstanceTypeOfferings output (LocationType availability-zone) to use instead of
+    /// the embedded offerings.
+    #[arg(long)]
+    pub offerings: Option<PathBuf>,
+    /// Fraction of instance memory lost to the hypervisor and OS.
+    #[arg(long, env = "VM_MEMORY_OVERHEAD_PERCENT", default_value_t = AllocatableSettings::default().vm_memory_overhead_percent)]
+    pub vm_memory_overhead_percent: f64,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: PlanOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    Table,
+    Json,
+}
+
+/// What went wrong, and whether the input (exit 2) or the run (exit 1) is to blame.
+enum Failure {
+    BadInput(anyhow::Error),
+    Run(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(err: E) -> Self {
+        Failure::Run(err.into())
+    }
+}
+
+fn bad_input(err: impl Into<anyhow::Error>) -> Failure {
+    Failure::BadInput(err.into())
 }
 
 /// Parse the arguments, set up logging and run the chosen subcommand.
@@ -40,22 +99,64 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(err) = telemetry::init(cli.log_format, &cli.log_level) {
         eprintln!("error: {err:#}");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     match run(cli.command) {
-        Ok(code) => code,
-        Err(err) => {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(Failure::Run(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Crds => {
-            print!("{}", crate::apis::crds_yaml()?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plan(args) => run_plan(args),
+        Command::Crds => write_stdout(&crate::apis::crds_yaml()?),
+    }
+}
+
+fn run_plan(args: PlanArgs) -> Result<(), Failure> {
+    if !(0.0..1.0).contains(&args.vm_memory_overhead_percent) {
+        return Err(bad_input(anyhow::anyhow!(
+            "--vm-memory-overhead-percent must be in [0, 1), got {}",
+            args.vm_memory_overhead_percent
+        )));
+    }
+    let input = ClusterInput::read_files(&args.files).map_err(bad_input)?;
+    let offerings = CatalogSource {
+        instance_types: args.catalog,
+        offerings: args.offerings,
+        prices: args.prices,
+        region: args.region,
+    }
+    .load()
+    .map_err(bad_input)?;
+    let allocatable = AllocatableSettings {
+        vm_memory_overhead_percent: args.vm_memory_overhead_percent,
+    };
+    let report = plan::plan(&input, &offerings, &allocatable).map_err(bad_input)?;
+    let text = match args.output {
+        PlanOutput::Json => plan::output::json(&report)? + "\n",
+        PlanOutput::Table => plan::output::table(&report),
+    };
+    write_stdout(&text)
+}
+
+/// Print to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(()),
     }
 }

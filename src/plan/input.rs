@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::apis::{AwsNodeTemplate, Provisioner, ValidationErrors};
+use crate::convert::{self, ConvertError};
 
 /// Everything a plan is computed from.
 #[derive(Debug, Default)]
@@ -35,10 +36,10 @@ impl std::fmt::Display for Origin {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: not valid YAML: {message}", path.display())]
     Yaml { path: PathBuf, message: String },
@@ -69,9 +70,9 @@ impl ClusterInput {
     pub fn read_files(paths: &[PathBuf]) -> Result<ClusterInput, InputError> {
         let mut input = ClusterInput::default();
         for path in paths {
-            let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+            let text = std::fs::read_to_string(path).map_err(|error| InputError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             input.add_yaml(path, &text)?;
         }
@@ -125,6 +126,8 @@ impl ClusterInput {
                 provisioner
                     .validate()
                     .map_err(|errors| invalid(origin, &kind, &provisioner.metadata, errors))?;
+                convert::provisioner::provisioner(&provisioner)
+                    .map_err(|e| converted(origin, &kind, e))?;
                 self.provisioners.push(provisioner);
             }
             "AWSNodeTemplate" => {
@@ -134,9 +137,24 @@ impl ClusterInput {
                     .map_err(|errors| invalid(origin, &kind, &template.metadata, errors))?;
                 self.node_templates.push(template);
             }
-            "Pod" => self.pods.push(typed(origin, &kind, object)?),
-            "Node" => self.nodes.push(typed(origin, &kind, object)?),
-            "DaemonSet" => self.daemonsets.push(typed(origin, &kind, object)?),
+            // Converting once here puts file and document on errors the core's inputs would
+            // otherwise raise later without them.
+            "Pod" => {
+                let pod = typed(origin, &kind, object)?;
+                convert::pod::pod(&pod).map_err(|e| converted(origin, &kind, e))?;
+                self.pods.push(pod);
+            }
+            "Node" => {
+                let node = typed(origin, &kind, object)?;
+                convert::node::existing_node(&node, Vec::new())
+                    .map_err(|e| converted(origin, &kind, e))?;
+                self.nodes.push(node);
+            }
+            "DaemonSet" => {
+                let daemonset = typed(origin, &kind, object)?;
+                convert::pod::daemonset(&daemonset).map_err(|e| converted(origin, &kind, e))?;
+                self.daemonsets.push(daemonset);
+            }
             _ => {
                 return Err(InputError::UnknownKind {
                     at: origin.to_string(),
@@ -155,6 +173,14 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: &str, object: Value) -> Res
         let field = err.path().to_string();
         field_error(origin, kind, &name, &field, &err.into_inner().to_string())
     })
+}
+
+fn converted(origin: &Origin, kind: &str, error: ConvertError) -> InputError {
+    let name = error
+        .object
+        .split_once(' ')
+        .map_or(error.object.as_str(), |(_, name)| name);
+    field_error(origin, kind, name, &error.field, &error.message)
 }
 
 fn object_name(object: &Value) -> String {

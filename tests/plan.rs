@@ -1,0 +1,345 @@
+//! `nodewright plan` end to end: manifests in, the plan a user reads out (the JSON contract of
+//! DESIGN.md §5, the table, exit codes for bad input).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodewright::plan::{self, CatalogSource, ClusterInput};
+use nodewright_scheduling::allocatable::AllocatableSettings;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The shared price table, read in place.
+fn prices() -> PathBuf {
+    let data = std::env::var("NODEWRIGHT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo("../shared/data"));
+    data.join("prices-us-east-1.json")
+}
+
+fn nodewright(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nodewright"))
+        .args(args)
+        .env("LOG_FORMAT", "text")
+        .output()
+        .expect("the nodewright binary runs")
+}
+
+fn plan_json(file: &str, extra: &[&str]) -> Value {
+    let file = repo(file);
+    let mut args = vec![
+        "plan",
+        "-f",
+        file.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = nodewright(&args);
+    assert!(
+        out.status.success(),
+        "plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan -o json prints one JSON object")
+}
+
+/// Every pod named anywhere in a JSON plan, with how often.
+fn pod_mentions(plan: &Value) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    let lists = [(&plan["nodes"], "pods"), (&plan["existing"], "pods")];
+    for (entries, field) in lists {
+        for entry in entries.as_array().into_iter().flatten() {
+            for pod in entry[field].as_array().into_iter().flatten() {
+                *seen
+                    .entry(pod.as_str().unwrap_or_default().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for entry in plan["unschedulable"].as_array().into_iter().flatten() {
+        *seen
+            .entry(entry["pod"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[test]
+fn tutorial_pods_fit_one_spot_node() {
+    let prices = prices();
+    let plan = plan_json(
+        "examples/plan/tutorial.yaml",
+        &["--prices", prices.to_str().unwrap_or_default()],
+    );
+    let nodes = plan["nodes"].as_array().expect("nodes is a list");
+    assert_eq!(nodes.len(), 1, "4 × 1 cpu pods take one node: {plan:#}");
+    let node = &nodes[0];
+    assert_eq!(node["provisioner"], "default");
+    assert_eq!(node["capacityType"], "spot");
+    assert_eq!(node["pods"].as_array().map(Vec::len), Some(4));
+    let candidates = node["instanceTypes"].as_array().expect("instanceTypes");
+    assert!(!candidates.is_empty() && candidates.len() <= 60);
+    assert_eq!(
+        node["instanceType"], candidates[0],
+        "the expected launch is the cheapest"
+    );
+    assert!(
+        node["zone"]
+            .as_str()
+            .is_some_and(|z| z.starts_with("us-east-1"))
+    );
+    let price = node["pricePerHour"].as_f64().expect("a price");
+    assert!(price > 0.0);
+    assert_eq!(plan["totalPricePerHour"].as_f64(), Some(price));
+    assert_eq!(plan["pricesKnown"], true);
+    assert!(plan["unschedulable"].as_array().is_some_and(Vec::is_empty));
+}
+
+#[test]
+fn json_plan_keeps_the_contract_field_names() {
+    let prices = prices();
+    let plan = plan_json(
+        "tests/fixtures/plan/mixed.yaml",
+        &["--prices", prices.to_str().unwrap_or_default()],
+    );
+    for key in ["nodes", "existing", "unschedulable", "totalPricePerHour"] {
+        assert!(plan.get(key).is_some(), "missing {key}: {plan:#}");
+    }
+    for key in [
+        "provisioner",
+        "instanceType",
+        "instanceTypes",
+        "zone",
+        "capacityType",
+        "pricePerHour",
+        "pods",
+    ] {
+        assert!(plan["nodes"][0].get(key).is_some(), "node lacks {key}");
+    }
+    assert!(plan["existing"][0].get("node").is_some());
+    assert!(plan["unschedulable"][0].get("reason").is_some());
+}
+
+#[test]
+fn every_input_pod_appears_exactly_once() {
+    let prices = prices();
+    let plan = plan_json(
+        "tests/fixtures/plan/mixed.yaml",
+        &["--prices", prices.to_str().unwrap_or_default()],
+    );
+    let seen = pod_mentions(&plan);
+    let expected = [
+        "default/web-0",
+        "default/small",
+        "default/batch",
+        "default/huge",
+        "default/done",
+    ];
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>().len(),
+        expected.len(),
+        "{seen:?}"
+    );
+    for pod in expected {
+        assert_eq!(seen.get(pod), Some(&1), "{pod} in {plan:#}");
+    }
+}
+
+#[test]
+fn pending_pod_goes_to_an_existing_node_with_room_before_a_new_one() {
+    let plan = plan_json("tests/fixtures/plan/mixed.yaml", &[]);
+    let existing = &plan["existing"][0];
+    assert_eq!(existing["node"], "ip-10-0-1-5.ec2.internal");
+    let pods: Vec<&str> = existing["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(pods, ["default/web-0", "default/small"]);
+    let new_pods: Vec<&str> = plan["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["pods"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(new_pods, ["default/batch"]);
+}
+
+#[test]
+fn impossible_pod_is_explained_per_provisioner() {
+    let plan = plan_json("tests/fixtures/plan/mixed.yaml", &[]);
+    let huge = plan["unschedulable"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["pod"] == "default/huge")
+        .expect("the 900-cpu pod is unschedulable");
+    let reason = huge["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("provisioner gpu: taint nvidia.com/gpu=true:NoSchedule not tolerated"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("provisioner general:") && reason.contains("900"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn daemonset_overhead_is_reserved_on_new_nodes() {
+    let input =
+        ClusterInput::read_files(&[repo("tests/fixtures/plan/mixed.yaml")]).expect("fixture reads");
+    let offerings = CatalogSource {
+        prices: Some(prices()),
+        ..CatalogSource::default()
+    }
+    .load()
+    .expect("catalog loads");
+    let report = plan::plan(&input, &offerings, &AllocatableSettings::default()).expect("plans");
+    let node = &report.plan.nodes[0];
+    // batch (3 cpu, 6 Gi) plus the logger daemonset (100m, 128 Mi).
+    assert_eq!(node.requests.cpu_millis, 3100);
+    assert_eq!(node.requests.memory_bytes, (6 << 30) + (128 << 20));
+    let allocatable_of = |name: &str| {
+        let t = offerings
+            .instance_types
+            .iter()
+            .find(|t| t.name == name)
+            .expect("candidate is in the catalog");
+        t.allocatable(&Default::default(), &AllocatableSettings::default())
+    };
+    for candidate in &node.instance_types {
+        assert!(
+            node.requests.fits(&allocatable_of(candidate)),
+            "{candidate} cannot hold {:?}",
+            node.requests
+        );
+    }
+}
+
+#[test]
+fn without_prices_the_plan_ranks_by_size_and_says_so() {
+    let plan = plan_json("examples/plan/tutorial.yaml", &[]);
+    assert_eq!(plan["pricesKnown"], false);
+    assert_eq!(plan["nodes"].as_array().map(Vec::len), Some(1));
+    let table = nodewright(&[
+        "plan",
+        "-f",
+        repo("examples/plan/tutorial.yaml")
+            .to_str()
+            .unwrap_or_default(),
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("prices unknown"), "{text}");
+    assert!(text.contains("--prices"), "{text}");
+}
+
+#[test]
+fn table_shows_nodes_existing_unschedulable_and_the_lower_bound() {
+    let prices = prices();
+    let out = nodewright(&[
+        "plan",
+        "-f",
+        repo("tests/fixtures/plan/mixed.yaml")
+            .to_str()
+            .unwrap_or_default(),
+        "--prices",
+        prices.to_str().unwrap_or_default(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "PROVISIONER",
+        "EXISTING NODE",
+        "ip-10-0-1-5.ec2.internal",
+        "UNSCHEDULABLE POD",
+        "default/huge",
+        "provisioner general: $",
+        "lower bound $",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+/// Writes `text` to a temporary file named after the test and runs `plan` on it.
+fn plan_on(name: &str, text: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("nodewright-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, text).expect("write input");
+    let out = nodewright(&["plan", "-f", file.to_str().unwrap_or_default()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_document_and_field() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown-kind",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n",
+            &["unknown-kind.yaml, document 2", "unsupported kind Service"],
+        ),
+        (
+            "not-yaml",
+            "kind: [unclosed\n",
+            &["not-yaml.yaml", "not valid YAML"],
+        ),
+        (
+            "wrong-type",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 5}\n",
+            &["document 1", "Pod p", "spec.containers"],
+        ),
+        (
+            "bad-quantity",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n    - {name: c, resources: {requests: {memory: lots}}}\n",
+            &["bad-quantity.yaml, document 1", "Pod default/q", "memory"],
+        ),
+        (
+            "invalid-provisioner",
+            "apiVersion: karpenter.sh/v1alpha5\nkind: Provisioner\nmetadata: {name: p}\nspec:\n  weight: 0\n  providerRef: {name: d}\n",
+            &["document 1", "Provisioner p is invalid", "spec.weight"],
+        ),
+        (
+            "no-kind",
+            "metadata: {name: x}\n",
+            &["document 1", "needs apiVersion and kind"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let (code, stderr) = plan_on(name, text);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{name}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_and_a_bad_flag_are_bad_input() {
+    let out = nodewright(&["plan", "-f", "/nonexistent/cluster.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cluster.yaml"));
+    let tutorial = repo("examples/plan/tutorial.yaml");
+    let out = nodewright(&[
+        "plan",
+        "-f",
+        tutorial.to_str().unwrap_or_default(),
+        "--region",
+        "mars-north-1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mars-north-1"));
+}
