@@ -32,3 +32,6 @@ impl ConvertError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,21 +30,18 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
     let err = |field: &str, message: String| ConvertError::new(&object, field, message);
     let affinity = spec.affinity.clone().unwrap_or_default();
     let node_affinity = affinity.node_affinity.unwrap_or_default();
-    let (pod_affinity, preferred_pod_affinity) = affinity_terms(affinity.pod_affinity.map(|a| {
-        (
-            a.required_during_scheduling_ignored_during_execution,
-            a.preferred_during_scheduling_ignored_during_execution,
-        )
-    }))
+    let pod_affinity = affinity.pod_affinity.unwrap_or_default();
+    let (pod_affinity, preferred_pod_affinity) = affinity_terms(
+        pod_affinity.required_during_scheduling_ignored_during_execution,
+        pod_affinity.preferred_during_scheduling_ignored_during_execution,
+    )
     .map_err(|m| err("spec.affinity.podAffinity", m))?;
-    let (pod_anti_affinity, preferred_pod_anti_affinity) =
-        affinity_terms(affinity.pod_anti_affinity.map(|a| {
-            (
-                a.required_during_scheduling_ignored_during_execution,
-                a.preferred_during_scheduling_ignored_during_execution,
-            )
-        }))
-        .map_err(|m| err("spec.affinity.podAntiAffinity", m))?;
+    let anti_affinity = affinity.pod_anti_affinity.unwrap_or_default();
+    let (pod_anti_affinity, preferred_pod_anti_affinity) = affinity_terms(
+        anti_affinity.required_during_scheduling_ignored_during_execution,
+        anti_affinity.preferred_during_scheduling_ignored_during_execution,
+    )
+    .map_err(|m| err("spec.affinity.podAntiAffinity", m))?;
     Ok(nodewright_scheduling::pod::Pod {
         namespace: metadata
             .namespace
