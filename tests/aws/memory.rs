@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodewright::cloudprovider::aws::ec2::{Ec2Api, SecurityGroup, Subnet};
-use nodewright::cloudprovider::aws::{AwsCloudProvider, AwsSettings, Ec2Error, InMemoryEc2};
+use nodewright::cloudprovider::aws::{
+    AwsCloudProvider, AwsSettings, Ec2Error, InMemoryEc2, PricingApi,
+};
 use nodewright::cloudprovider::{
-    AmiFamily, CloudProvider, DeleteStatus, LaunchRequest, MachineId, ManualClock, NodeTemplate,
+    AmiFamily, BoxFuture, CloudProvider, DeleteStatus, LaunchRequest, MachineId, ManualClock,
+    NodeTemplate,
 };
 use nodewright_scheduling::instance_type::CapacityType;
 
@@ -258,4 +261,55 @@ async fn a_permanent_fleet_error_is_reported_with_its_code() {
     assert_eq!(err.code(), Some("UnauthorizedOperation"));
     assert!(!err.is_retryable());
     assert!(s.ec2.all_instances().is_empty());
+}
+
+/// On-demand list prices as the Pricing API would return them.
+struct ListPrices;
+
+impl PricingApi for ListPrices {
+    fn on_demand_prices(
+        &self,
+        region: String,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, f64>, Ec2Error>> {
+        assert_eq!(region, "us-east-1");
+        Box::pin(std::future::ready(Ok(BTreeMap::from([
+            ("m5.large".to_string(), 0.096),
+            ("c5.large".to_string(), 0.085),
+        ]))))
+    }
+}
+
+#[tokio::test]
+async fn on_demand_launches_ask_for_the_cheapest_listed_type_first() {
+    let s = setup();
+    let settings = s.provider.settings().clone();
+    let pricing: Arc<dyn PricingApi> = Arc::new(ListPrices);
+    let provider = AwsCloudProvider::new(settings, s.ec2.clone(), Some(pricing), s.clock.clone());
+    let types = provider.instance_types(&template()).await.expect("types");
+    let price = |name: &str, capacity_type: CapacityType| {
+        types
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| {
+                t.offerings
+                    .iter()
+                    .find(|o| o.capacity_type == capacity_type)
+            })
+            .and_then(|o| o.price_per_hour)
+    };
+    assert_eq!(price("m5.large", CapacityType::OnDemand), Some(0.096));
+    assert_eq!(price("c5.large", CapacityType::OnDemand), Some(0.085));
+    // A type with no spot price in the zone falls back to its on-demand price.
+    assert_eq!(price("m5.large", CapacityType::Spot), Some(0.035));
+
+    let mut on_demand = request("a");
+    on_demand.capacity_types = [CapacityType::OnDemand].into();
+    let launched = provider.create(&on_demand).await.expect("launch");
+    assert_eq!(launched.instance_type, "c5.large");
+    let order: Vec<String> = s.ec2.fleet_requests()[0].configs[0]
+        .overrides
+        .iter()
+        .map(|o| o.instance_type.clone())
+        .collect();
+    assert_eq!(order, vec!["c5.large", "c5.large", "m5.large", "m5.large"]);
 }
