@@ -299,7 +299,7 @@ async fn on_demand_launches_ask_for_the_cheapest_listed_type_first() {
     };
     assert_eq!(price("m5.large", CapacityType::OnDemand), Some(0.096));
     assert_eq!(price("c5.large", CapacityType::OnDemand), Some(0.085));
-    // A type with no spot price in the zone falls back to its on-demand price.
+    // Spot offerings keep the price DescribeSpotPriceHistory reported.
     assert_eq!(price("m5.large", CapacityType::Spot), Some(0.035));
 
     let mut on_demand = request("a");
