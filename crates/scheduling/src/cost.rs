@@ -16,19 +16,46 @@ pub struct CoverOption {
 /// `min Σ price·x` subject to `Σ cpu·x ≥ cpu`, `Σ memory·x ≥ memory`, `x ≥ 0`. `None` when no
 /// option has capacity. Zero demand costs zero.
 pub fn lower_bound(options: &[CoverOption], cpu: f64, memory: f64) -> Option<f64> {
+    lower_bound_solution(options, cpu, memory).map(|s| s.cost)
+}
+
+/// The optimum of [`lower_bound`] with its dual values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowerBound {
+    pub cost: f64,
+    /// The price the optimum puts on one unit of cpu and of memory: no option is cheaper than
+    /// its capacity at these prices, and the demand at these prices is `cost`.
+    pub duals: (f64, f64),
+}
+
+/// Solves the lower-bound LP and returns its dual prices too.
+pub fn lower_bound_solution(options: &[CoverOption], cpu: f64, memory: f64) -> Option<LowerBound> {
     if cpu <= 0.0 && memory <= 0.0 {
-        return Some(0.0);
+        return Some(LowerBound {
+            cost: 0.0,
+            duals: (0.0, 0.0),
+        });
     }
     let usable = pareto_front(options);
-    let mut best: Option<f64> = None;
-    let mut consider = |cost: f64| {
-        if cost.is_finite() && cost >= 0.0 && best.is_none_or(|b| cost < b) {
-            best = Some(cost);
+    let mut best: Option<LowerBound> = None;
+    let mut consider = |cost: f64, duals: (f64, f64)| {
+        if cost.is_finite() && cost >= 0.0 && best.is_none_or(|b| cost < b.cost) {
+            best = Some(LowerBound {
+                cost,
+                duals: (duals.0.max(0.0), duals.1.max(0.0)),
+            });
         }
     };
     for o in &usable {
-        let needed = ratio(cpu, o.cpu).max(ratio(memory, o.memory));
-        consider(needed * o.price);
+        let (by_cpu, by_memory) = (ratio(cpu, o.cpu), ratio(memory, o.memory));
+        let duals = if by_cpu > by_memory {
+            (o.price / o.cpu, 0.0)
+        } else if by_memory > by_cpu {
+            (0.0, o.price / o.memory)
+        } else {
+            (o.price / (2.0 * o.cpu), o.price / (2.0 * o.memory))
+        };
+        consider(by_cpu.max(by_memory) * o.price, duals);
     }
     for (i, a) in usable.iter().enumerate() {
         for b in &usable[i + 1..] {
@@ -39,7 +66,11 @@ pub fn lower_bound(options: &[CoverOption], cpu: f64, memory: f64) -> Option<f64
             let xa = (cpu * b.memory - b.cpu * memory) / det;
             let xb = (a.cpu * memory - cpu * a.memory) / det;
             if xa >= 0.0 && xb >= 0.0 {
-                consider(xa * a.price + xb * b.price);
+                let duals = (
+                    (a.price * b.memory - b.price * a.memory) / det,
+                    (a.cpu * b.price - b.cpu * a.price) / det,
+                );
+                consider(xa * a.price + xb * b.price, duals);
             }
         }
     }
@@ -117,6 +148,21 @@ mod tests {
             lower_bound(&[good, worse], 12.0, 12.0),
             lower_bound(&[good], 12.0, 12.0)
         );
+    }
+
+    #[test]
+    fn duals_price_the_demand_at_the_bound() {
+        let options = [
+            option(1.0, 8.0, 8.0),
+            option(1.0, 2.0, 32.0),
+            option(3.0, 8.0, 8.0),
+        ];
+        let bound = lower_bound_solution(&options, 10.0, 40.0).unwrap();
+        let (y_cpu, y_memory) = bound.duals;
+        assert!((y_cpu * 10.0 + y_memory * 40.0 - bound.cost).abs() < 1e-9);
+        for o in options {
+            assert!(y_cpu * o.cpu + y_memory * o.memory <= o.price + 1e-9);
+        }
     }
 
     #[test]

@@ -7,11 +7,11 @@ use crate::cost::{CoverOption, lower_bound};
 use crate::instance_type::CapacityType;
 use crate::labels;
 use crate::plan::{ExistingAssignment, Plan, PlannedNode, UnschedulablePod};
-use crate::requirements::ValueSet;
+use crate::requirements::{Requirements, ValueSet};
 
 use super::model::Model;
 use super::place::Stop;
-use super::provisioners::{ProvModel, capacity_type_label, score};
+use super::provisioners::{OfferingModel, ProvModel, capacity_type_label, ct_index, score};
 use super::state::{Machine, NodeKind, PackState};
 use super::vector::{CPU, MEMORY};
 
@@ -22,38 +22,79 @@ pub(crate) struct Launch {
     pub candidates: Vec<usize>,
     pub zone: String,
     pub price: Option<f64>,
-    /// A comparable cost even without prices.
-    pub score: f64,
+}
+
+/// The cheapest offerings a machine's requirements allow, fast when they narrow no further
+/// than the provisioner's.
+pub(crate) struct Offers<'a> {
+    p: &'a ProvModel,
+    reqs: &'a Requirements,
+    narrowed: bool,
+    mask: u128,
+}
+
+impl<'a> Offers<'a> {
+    pub(crate) fn new(p: &'a ProvModel, reqs: &'a Requirements) -> Offers<'a> {
+        let narrowed = [labels::ZONE, labels::CAPACITY_TYPE]
+            .iter()
+            .any(|k| reqs.get(k) != p.reqs.get(k));
+        Offers {
+            p,
+            reqs,
+            narrowed,
+            mask: if narrowed { p.offer_mask(reqs) } else { 0 },
+        }
+    }
+
+    pub(crate) fn best(&self, t: usize, ct: CapacityType) -> Option<&'a OfferingModel> {
+        let type_model = &self.p.types[t];
+        let index = if self.narrowed {
+            // Offerings are sorted cheapest first.
+            type_model
+                .offerings
+                .iter()
+                .position(|o| o.capacity_type == ct && self.p.offer_in(o, self.mask, self.reqs))
+        } else {
+            type_model.best_offer[ct_index(ct)]
+        };
+        index.map(|i| &type_model.offerings[i])
+    }
+
+    /// Spot when the requirements allow it and a candidate has a spot offering.
+    pub(crate) fn capacity_type(&self, candidates: &[usize]) -> CapacityType {
+        let spot_allowed = self
+            .reqs
+            .get(labels::CAPACITY_TYPE)
+            .is_none_or(|s| s.allows(Some(labels::CAPACITY_TYPE_SPOT)));
+        if spot_allowed
+            && candidates
+                .iter()
+                .any(|&t| self.best(t, CapacityType::Spot).is_some())
+        {
+            CapacityType::Spot
+        } else {
+            CapacityType::OnDemand
+        }
+    }
+}
+
+/// The comparable cost of a machine's expected launch, without ranking every candidate.
+pub(crate) fn launch_score(p: &ProvModel, machine: &Machine) -> f64 {
+    let offers = Offers::new(p, &machine.reqs);
+    let ct = offers.capacity_type(&machine.candidates);
+    machine
+        .candidates
+        .iter()
+        .filter_map(|&t| offers.best(t, ct).map(|o| score(o.price, &p.types[t])))
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Spot when the requirements allow it and a candidate has a spot offering; then every
 /// candidate ranked by its cheapest offering of that capacity type.
 pub(crate) fn launch(p: &ProvModel, machine: &Machine, max_types: usize) -> Launch {
-    let spot_allowed = machine
-        .reqs
-        .get(labels::CAPACITY_TYPE)
-        .is_none_or(|s| s.allows(Some(labels::CAPACITY_TYPE_SPOT)));
-    let best_offer = |t: usize, ct: CapacityType| {
-        p.types[t]
-            .offerings
-            .iter()
-            .filter(|o| o.capacity_type == ct && p.offering_allowed(o, &machine.reqs))
-            .min_by(|a, b| {
-                score(a.price, &p.types[t])
-                    .total_cmp(&score(b.price, &p.types[t]))
-                    .then_with(|| a.zone.cmp(&b.zone))
-            })
-    };
-    let capacity_type = if spot_allowed
-        && machine
-            .candidates
-            .iter()
-            .any(|&t| best_offer(t, CapacityType::Spot).is_some())
-    {
-        CapacityType::Spot
-    } else {
-        CapacityType::OnDemand
-    };
+    let offers = Offers::new(p, &machine.reqs);
+    let capacity_type = offers.capacity_type(&machine.candidates);
+    let best_offer = |t: usize, ct: CapacityType| offers.best(t, ct);
     // (no offering of that capacity type, price, size, name, type index)
     type Rank<'a> = (bool, f64, (i64, i64), &'a str, usize);
     let mut ranked: Vec<Rank<'_>> = machine
@@ -83,11 +124,10 @@ pub(crate) fn launch(p: &ProvModel, machine: &Machine, max_types: usize) -> Laun
         .first()
         .and_then(|&t| best_offer(t, capacity_type).map(|o| (t, o)));
     match expected {
-        Some((t, offer)) => Launch {
+        Some((_, offer)) => Launch {
             capacity_type,
             zone: offer.zone.clone(),
             price: offer.price,
-            score: score(offer.price, &p.types[t]),
             candidates,
         },
         None => Launch {
@@ -95,7 +135,6 @@ pub(crate) fn launch(p: &ProvModel, machine: &Machine, max_types: usize) -> Laun
             candidates,
             zone: String::new(),
             price: None,
-            score: f64::INFINITY,
         },
     }
 }
@@ -223,11 +262,12 @@ fn machine_requirements(
         .collect();
     let mut zones = BTreeSet::new();
     let mut capacity_types = BTreeSet::new();
+    let mask = p.offer_mask(&machine.reqs);
     for &t in &launch.candidates {
         for o in p.types[t]
             .offerings
             .iter()
-            .filter(|o| p.offering_allowed(o, &machine.reqs))
+            .filter(|o| p.offer_in(o, mask, &machine.reqs))
         {
             zones.insert(o.zone.clone());
             capacity_types.insert(capacity_type_label(o.capacity_type).to_string());

@@ -11,6 +11,7 @@
 pub(crate) mod finalize;
 pub(crate) mod groups;
 pub(crate) mod model;
+pub(crate) mod patterns;
 pub(crate) mod place;
 pub(crate) mod provisioners;
 pub(crate) mod state;
@@ -110,6 +111,8 @@ struct Strategy {
     name: String,
     caps: Vec<ResVec>,
     karpenter_order: bool,
+    /// Pods with no topology ties go to pattern packing instead of first fit.
+    patterns: bool,
 }
 
 /// How good a packing is, compared lexicographically.
@@ -141,12 +144,7 @@ fn outcome(state: &PackState<'_>) -> Outcome {
             && !node.pods.is_empty()
         {
             machines += 1;
-            cost += finalize::launch(
-                &model.provs[machine.prov],
-                machine,
-                model.max_instance_types,
-            )
-            .score;
+            cost += finalize::launch_score(&model.provs[machine.prov], machine);
         }
     }
     Outcome {
@@ -163,13 +161,23 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
             name: "first fit decreasing (Karpenter)".to_string(),
             caps: unbounded,
             karpenter_order: true,
+            patterns: false,
         }];
     }
     let mut out = vec![Strategy {
         name: "unbounded node size".to_string(),
-        caps: unbounded,
+        caps: unbounded.clone(),
         karpenter_order: false,
+        patterns: false,
     }];
+    if (0..model.groups.len()).any(|g| is_free(model, g)) {
+        out.push(Strategy {
+            name: "patterns priced by the lower bound".to_string(),
+            caps: unbounded,
+            karpenter_order: false,
+            patterns: true,
+        });
+    }
     if model.groups.is_empty() {
         return out;
     }
@@ -246,6 +254,7 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
             name: format!("nodes up to the size of {name}"),
             caps,
             karpenter_order: false,
+            patterns: false,
         });
     }
     out
@@ -321,12 +330,19 @@ fn group_order(model: &Model<'_>, strategy: &Strategy) -> Vec<usize> {
     order
 }
 
-/// Packs every group under one strategy. Groups that fail relax a level and retry; groups
-/// waiting on pods their affinity names, or stopped by topology, retry after others moved.
+/// Packs every group under one strategy. A group that fails relaxes a level and retries at
+/// once, except while its pod affinity waits for pods not placed yet: those wait for a pass in
+/// which nothing else moves, and only then relax. Groups with topology constraints retry after
+/// every pass that placed something, since counts elsewhere may have opened room.
 fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Option<Stop>>) {
     let mut state = PackState::new(model, strategy.caps.clone());
     let mut stops: Vec<Option<Stop>> = vec![None; model.groups.len()];
     let order = group_order(model, strategy);
+    let has_topology = |g: usize, level: usize| {
+        let l = &model.groups[g].levels[level];
+        !(l.spreads.is_empty() && l.affinities.is_empty() && l.antis.is_empty())
+    };
+    let mut relaxed_while_waiting = vec![false; model.groups.len()];
     let mut pass = 0;
     loop {
         let mut progress = false;
@@ -336,33 +352,119 @@ fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Op
                 continue;
             }
             if pass > 0
-                && !matches!(
-                    stops[g],
-                    Some(Stop::AwaitingAffinity(_) | Stop::Topology(_))
-                )
+                && !has_topology(g, state.level[g])
+                && group.inverse_blocked.is_empty()
+                && !std::mem::take(&mut relaxed_while_waiting[g])
             {
                 continue;
             }
+            let pooled = strategy.patterns && is_free(model, g);
+            state.open_new = !pooled;
             loop {
                 let before = state.remaining(g);
                 let stop = state.place_group(g, state.level[g]);
-                progress |= state.remaining(g) < before;
-                stops[g] = stop;
-                let Some(stop) = &stops[g] else { break };
-                if matches!(stop, Stop::AwaitingAffinity(_)) && pass == 0 {
+                if pooled {
                     break;
                 }
-                if state.level[g] + 1 < group.levels.len() {
-                    state.level[g] += 1;
-                } else {
-                    break;
+                progress |= state.remaining(g) < before;
+                stops[g] = stop;
+                match &stops[g] {
+                    None | Some(Stop::AwaitingAffinity(_)) => break,
+                    Some(_) if state.level[g] + 1 < group.levels.len() => state.level[g] += 1,
+                    Some(_) => break,
                 }
             }
         }
+        state.open_new = true;
         pass += 1;
-        if !progress {
+        if pass == 1 && strategy.patterns {
+            pack_pools(&mut state, &order);
+            for &g in &order {
+                if is_free(model, g) && state.remaining(g) > 0 {
+                    stops[g] = state.place_group(g, 0);
+                }
+            }
+        }
+        if progress {
+            continue;
+        }
+        // Nothing moved: pods still waiting on an affinity give up that preference, if they can.
+        let mut relaxed = false;
+        for g in 0..model.groups.len() {
+            if state.remaining(g) > 0
+                && matches!(stops[g], Some(Stop::AwaitingAffinity(_)))
+                && state.level[g] + 1 < model.groups[g].levels.len()
+            {
+                state.level[g] += 1;
+                relaxed_while_waiting[g] = true;
+                relaxed = true;
+            }
+        }
+        if !relaxed {
             break;
         }
     }
     (state, stops)
+}
+
+/// Whether a group has nothing tying it to other pods or to particular nodes beyond one node
+/// requirement term: it can be packed by patterns.
+fn is_free(model: &Model<'_>, g: usize) -> bool {
+    let group = &model.groups[g];
+    let [level] = group.levels.as_slice() else {
+        return false;
+    };
+    level.spreads.is_empty()
+        && level.affinities.is_empty()
+        && level.antis.is_empty()
+        && level.terms.len() == 1
+        && group.selected_by.is_empty()
+        && group.inverse_blocked.is_empty()
+        && group.owns_required_anti.is_empty()
+        && group.host_ports(model.pods).is_empty()
+        && group.invalid.is_none()
+}
+
+/// Pattern-packs the free pods left after existing and planned nodes took what they could,
+/// pooled by the first provisioner that can take them and its requirements.
+fn pack_pools(state: &mut PackState<'_>, order: &[usize]) {
+    let model = state.model;
+    let mut pools: Vec<patterns::Pool> = Vec::new();
+    for &g in order {
+        if !is_free(model, g) || state.remaining(g) == 0 {
+            continue;
+        }
+        let group = &model.groups[g];
+        let term = &group.levels[0].terms[0];
+        let chosen = (0..model.provs.len()).find_map(|prov| {
+            if !group.tolerates[prov] {
+                return None;
+            }
+            let (reqs, types) = model.base_template(prov, term).ok()?;
+            let p = &model.provs[prov];
+            types
+                .iter()
+                .any(|&t| group.req.fits(&p.types[t].alloc))
+                .then_some((prov, reqs, types))
+        });
+        let Some((prov, reqs, types)) = chosen else {
+            continue;
+        };
+        let left = state.remaining(g);
+        match pools
+            .iter_mut()
+            .find(|pool| pool.prov == prov && pool.reqs == reqs)
+        {
+            Some(pool) => pool.groups.push((g, left)),
+            None => pools.push(patterns::Pool {
+                prov,
+                reqs,
+                types,
+                groups: vec![(g, left)],
+            }),
+        }
+    }
+    for pool in &pools {
+        state.pack_pool(pool);
+    }
 }

@@ -260,8 +260,12 @@ impl<'a> Model<'a> {
         let result = match p.keys_satisfiable(&reqs, term.iter().map(|(k, _)| k)) {
             Err(key) => Err(format!("requirement {key}")),
             Ok(()) => {
+                let mask = p.offer_mask(&reqs);
                 let types: Vec<usize> = (0..p.types.len())
-                    .filter(|&t| p.type_allowed(&p.types[t], &reqs))
+                    .filter(|&t| {
+                        p.type_labels_allowed(&p.types[t], &reqs)
+                            && p.type_offered(&p.types[t], mask, &reqs)
+                    })
                     .collect();
                 if types.is_empty() {
                     Err(String::from("instance types"))

@@ -23,7 +23,7 @@ use super::state::{
 use super::vector::ResVec;
 
 /// Hostnames of planned machines: not a valid DNS name, so never equal to a real node's.
-const PLANNED_HOSTNAME_PREFIX: &str = "planned/";
+pub(crate) const PLANNED_HOSTNAME_PREFIX: &str = "planned/";
 
 /// What a chunk must do for one topology key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +93,8 @@ pub(crate) fn narrow(
             if merged.no_present_value() {
                 return false;
             }
-            candidates.retain(|&t| {
-                p.types[t]
-                    .offerings
-                    .iter()
-                    .any(|o| p.offering_allowed(o, reqs))
-            });
+            let mask = p.offer_mask(reqs);
+            candidates.retain(|&t| p.type_offered(&p.types[t], mask, reqs));
         }
         KeyClass::TypeLabel => {
             let merged = merged.clone();
@@ -163,6 +159,11 @@ impl<'m> PackState<'m> {
         excluded: &BTreeSet<(String, String)>,
     ) -> Result<Target, Stop> {
         let topo = &self.topology;
+        for a in &lvl.affinities {
+            if !a.self_matching && topo.get(a.group).matching.total() == 0 {
+                return Err(Stop::AwaitingAffinity(a.group));
+            }
+        }
         #[derive(Default)]
         struct KeyPlan<'a> {
             spreads: Vec<&'a super::groups::SpreadRef>,
@@ -312,7 +313,7 @@ impl<'m> PackState<'m> {
             }
         }
         let mut refusals = vec![None; model.provs.len()];
-        while placed < want {
+        while placed < want && self.open_new {
             match self.open_machine(g, level, target, want - placed, &mut refusals) {
                 Some(count) => placed += count,
                 None => break,

@@ -21,6 +21,8 @@ pub(crate) struct OfferingModel {
     pub zone: String,
     pub capacity_type: CapacityType,
     pub price: Option<f64>,
+    /// Its bit in offer masks (zone index × 2 + capacity type), when masks are exact.
+    pub bit: u32,
 }
 
 impl OfferingModel {
@@ -48,6 +50,10 @@ pub(crate) struct TypeModel {
     pub offerings: Vec<OfferingModel>,
     /// Cheapest offering price, if every offering is priced.
     pub cheapest: Option<f64>,
+    /// Index of the cheapest offering per capacity type (spot, on-demand), ties by zone.
+    pub best_offer: [Option<usize>; 2],
+    /// Bits of its offerings (see [`ProvModel::offer_mask`]).
+    pub mask: u128,
 }
 
 impl TypeModel {
@@ -103,7 +109,15 @@ pub(crate) struct ProvModel {
     pub all_types: usize,
     pub limits: BTreeMap<String, i64>,
     pub usage: Resources,
+    /// Zones its types are offered in, sorted: an offering's bit is its zone's index × 2 plus
+    /// its capacity type.
+    pub zones: Vec<String>,
+    /// False past 64 zones, where bits run out and offerings are checked one by one.
+    pub exact_masks: bool,
 }
+
+/// Zones an offer mask can hold.
+const MASK_ZONES: usize = 64;
 
 impl ProvModel {
     pub(crate) fn build(
@@ -165,6 +179,8 @@ impl ProvModel {
             all_types: input.instance_types.len(),
             limits: p.limits.clone(),
             usage,
+            zones: Vec::new(),
+            exact_masks: true,
         };
         let daemons: Vec<(&DaemonSet, Vec<Requirements>)> = daemonsets
             .iter()
@@ -182,6 +198,7 @@ impl ProvModel {
                     zone: o.zone.clone(),
                     capacity_type: o.capacity_type,
                     price: o.price_per_hour,
+                    bit: 0,
                 })
                 .filter(|o| model.offering_allowed(o, &model.reqs))
                 .collect();
@@ -191,6 +208,8 @@ impl ProvModel {
                 overhead: Resources::default(),
                 capacity: it.capacity.clone(),
                 cheapest: None,
+                best_offer: [None, None],
+                mask: 0,
                 offerings,
             };
             if candidate.offerings.is_empty() || !model.type_labels_allowed(&candidate, &model.reqs)
@@ -204,7 +223,11 @@ impl ProvModel {
                     model
                         .keys_satisfiable(&combined, term.iter().map(|(k, _)| k))
                         .is_ok()
-                        && model.type_allowed(&candidate, &combined)
+                        && model.type_labels_allowed(&candidate, &combined)
+                        && candidate
+                            .offerings
+                            .iter()
+                            .any(|o| model.offering_allowed(o, &combined))
                 });
                 if lands {
                     overhead += &ds.requests;
@@ -220,8 +243,67 @@ impl ProvModel {
             types.push(candidate);
         }
         types.sort_by(|a, b| b.size().cmp(&a.size()).then_with(|| a.name().cmp(b.name())));
+        let zones: std::collections::BTreeSet<String> = types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .collect();
+        model.zones = zones.into_iter().collect();
+        model.exact_masks = model.zones.len() <= MASK_ZONES;
+        for t in &mut types {
+            for o in &mut t.offerings {
+                let zone = model.zones.binary_search(&o.zone).unwrap_or(MASK_ZONES);
+                o.bit = (zone.min(MASK_ZONES - 1) * 2 + ct_index(o.capacity_type)) as u32;
+                t.mask |= 1u128 << o.bit;
+            }
+            // Cheapest first, so the first allowed offering is the best.
+            let sizes = t.size();
+            t.offerings.sort_by(|a, b| {
+                score_sized(a.price, sizes)
+                    .total_cmp(&score_sized(b.price, sizes))
+                    .then_with(|| a.zone.cmp(&b.zone))
+                    .then_with(|| ct_index(a.capacity_type).cmp(&ct_index(b.capacity_type)))
+            });
+            let best = [CapacityType::Spot, CapacityType::OnDemand]
+                .map(|ct| t.offerings.iter().position(|o| o.capacity_type == ct));
+            t.best_offer = best;
+        }
         model.types = types;
         model
+    }
+
+    /// The offerings `reqs` allows, as bits (zones × capacity types).
+    pub(crate) fn offer_mask(&self, reqs: &Requirements) -> u128 {
+        let zone = reqs.get(labels::ZONE);
+        let ct = reqs.get(labels::CAPACITY_TYPE);
+        let mut mask = 0u128;
+        for (i, z) in self.zones.iter().enumerate().take(MASK_ZONES) {
+            if zone.is_none_or(|s| s.allows(Some(z))) {
+                for capacity_type in [CapacityType::Spot, CapacityType::OnDemand] {
+                    if ct.is_none_or(|s| s.allows(Some(capacity_type_label(capacity_type)))) {
+                        mask |= 1u128 << (i * 2 + ct_index(capacity_type));
+                    }
+                }
+            }
+        }
+        mask
+    }
+
+    /// Whether `reqs` (whose mask is `mask`) allows the offering.
+    pub(crate) fn offer_in(&self, o: &OfferingModel, mask: u128, reqs: &Requirements) -> bool {
+        if self.exact_masks {
+            (mask >> o.bit) & 1 == 1
+        } else {
+            self.offering_allowed(o, reqs)
+        }
+    }
+
+    /// Whether type `t` has an offering `reqs` (whose mask is `mask`) allows.
+    pub(crate) fn type_offered(&self, t: &TypeModel, mask: u128, reqs: &Requirements) -> bool {
+        if self.exact_masks {
+            t.mask & mask != 0
+        } else {
+            t.offerings.iter().any(|o| self.offering_allowed(o, reqs))
+        }
     }
 
     pub(crate) fn key_class(&self, key: &str) -> KeyClass<'_> {
@@ -279,38 +361,34 @@ impl ProvModel {
 
     /// Whether a node of type `t` can meet `reqs`: its labels and one of its offerings.
     pub(crate) fn type_allowed(&self, t: &TypeModel, reqs: &Requirements) -> bool {
-        self.type_labels_allowed(t, reqs)
-            && t.offerings.iter().any(|o| self.offering_allowed(o, reqs))
+        self.type_labels_allowed(t, reqs) && self.type_offered(t, self.offer_mask(reqs), reqs)
     }
 
     /// Values a new node could take for `key` among `candidates` under `reqs`, with the best
     /// price (or size rank) that value allows. `None` when the values are not enumerable.
-    pub(crate) fn domain_options(
-        &self,
+    pub(crate) fn domain_options<'a>(
+        &'a self,
         key: &str,
-        reqs: &Requirements,
+        reqs: &'a Requirements,
         candidates: impl Iterator<Item = usize>,
     ) -> Option<BTreeMap<String, f64>> {
-        let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        let mut offer = |value: &str, score: f64| {
-            let entry = out.entry(value.to_string()).or_insert(f64::INFINITY);
+        let mut out: BTreeMap<&str, f64> = BTreeMap::new();
+        fn offer<'v>(out: &mut BTreeMap<&'v str, f64>, value: &'v str, score: f64) {
+            let entry = out.entry(value).or_insert(f64::INFINITY);
             *entry = entry.min(score);
-        };
+        }
         match self.key_class(key) {
             KeyClass::Offering => {
+                let mask = self.offer_mask(reqs);
                 for i in candidates {
                     let t = &self.types[i];
-                    for o in t
-                        .offerings
-                        .iter()
-                        .filter(|o| self.offering_allowed(o, reqs))
-                    {
+                    for o in t.offerings.iter().filter(|o| self.offer_in(o, mask, reqs)) {
                         let value = if key == labels::ZONE {
                             o.zone.as_str()
                         } else {
                             o.capacity_type_label()
                         };
-                        offer(value, score(o.price, t));
+                        offer(&mut out, value, score(o.price, t));
                     }
                 }
             }
@@ -318,19 +396,21 @@ impl ProvModel {
                 for i in candidates {
                     let t = &self.types[i];
                     if let Some(value) = t.label(key) {
-                        offer(value, score(t.cheapest, t));
+                        offer(&mut out, value, score(t.cheapest, t));
                     }
                 }
             }
-            KeyClass::Fixed(value) => offer(value, 0.0),
+            KeyClass::Fixed(value) => offer(&mut out, value, 0.0),
             KeyClass::Flexible => {
                 for value in reqs.get(key)?.finite_values()? {
-                    offer(value, 0.0);
+                    offer(&mut out, value, 0.0);
                 }
             }
             KeyClass::Hostname => return None,
             KeyClass::Undefined => {}
         }
+        let mut out: BTreeMap<String, f64> =
+            out.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         if let Some(set) = reqs.get(key) {
             out.retain(|value, _| set.allows(Some(value)));
         }
@@ -338,10 +418,22 @@ impl ProvModel {
     }
 }
 
+/// Index into [`TypeModel::best_offer`].
+pub(crate) fn ct_index(ct: CapacityType) -> usize {
+    match ct {
+        CapacityType::Spot => 0,
+        CapacityType::OnDemand => 1,
+    }
+}
+
 /// A comparable cost for choosing among values: the price, or a size rank when unpriced.
 pub(crate) fn score(price: Option<f64>, t: &TypeModel) -> f64 {
+    score_sized(price, t.size())
+}
+
+fn score_sized(price: Option<f64>, (cpu, memory): (i64, i64)) -> f64 {
     match price {
         Some(p) => p,
-        None => 1e6 + (t.size().0 as f64) / 1000.0 + (t.size().1 as f64) / 1e12,
+        None => 1e6 + (cpu as f64) / 1000.0 + (memory as f64) / 1e12,
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct PackState<'m> {
     /// Per provisioner: the strategy's cap on what one new machine holds.
     pub caps: Vec<ResVec>,
     pub new_machines: usize,
+    /// False while only existing and already planned nodes may take pods.
+    pub open_new: bool,
     /// Fresh-machine templates by (group, level, provisioner).
     pub templates: HashMap<(usize, usize, usize), super::model::BaseTemplate>,
 }
@@ -89,6 +91,7 @@ impl<'m> PackState<'m> {
             reserved: vec![Resources::default(); model.provs.len()],
             caps,
             new_machines: 0,
+            open_new: true,
             templates: HashMap::new(),
         };
         for (i, node) in model.existing.iter().enumerate() {
