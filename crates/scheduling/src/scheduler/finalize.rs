@@ -112,12 +112,18 @@ pub(crate) fn launch(p: &ProvModel, machine: &Machine, max_types: usize) -> Laun
             )
         })
         .collect();
-    ranked.sort_by(|a, b| {
+    let order = |a: &Rank<'_>, b: &Rank<'_>| {
         a.0.cmp(&b.0)
             .then_with(|| a.1.total_cmp(&b.1))
             .then_with(|| a.2.cmp(&b.2))
             .then_with(|| a.3.cmp(b.3))
-    });
+    };
+    // Only the cheapest `max_types` are handed on: select them, then sort those.
+    if ranked.len() > max_types && max_types > 0 {
+        ranked.select_nth_unstable_by(max_types - 1, order);
+        ranked.truncate(max_types);
+    }
+    ranked.sort_by(order);
     ranked.truncate(max_types);
     let candidates: Vec<usize> = ranked.iter().map(|r| r.4).collect();
     let expected = candidates

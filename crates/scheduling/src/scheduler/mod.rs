@@ -59,7 +59,7 @@ impl Default for SchedulerSettings {
             region: None,
             max_instance_types: 60,
             packing: Packing::Cheapest,
-            size_strategies: 6,
+            size_strategies: 3,
         }
     }
 }

@@ -306,6 +306,7 @@ impl<'m> PackState<'m> {
                 candidates,
                 cap: ResVec::UNBOUNDED,
                 reservation: Default::default(),
+                largest: ResVec::ZERO,
             }),
             used,
             room: ResVec::ZERO,
@@ -318,7 +319,7 @@ impl<'m> PackState<'m> {
             pods,
         });
         self.new_machines += 1;
-        self.refresh_machine(index);
+        self.refresh_machine(index, true);
         true
     }
 }

@@ -40,7 +40,11 @@ pub(crate) struct Target {
 
 impl Target {
     fn signature(&self) -> String {
-        format!("{:?}", self.rules)
+        if self.rules.is_empty() {
+            String::new()
+        } else {
+            format!("{:?}", self.rules)
+        }
     }
 }
 
@@ -159,6 +163,16 @@ impl<'m> PackState<'m> {
         excluded: &BTreeSet<(String, String)>,
     ) -> Result<Target, Stop> {
         let topo = &self.topology;
+        if lvl.spreads.is_empty()
+            && lvl.affinities.is_empty()
+            && lvl.antis.is_empty()
+            && group.inverse_blocked.is_empty()
+        {
+            return Ok(Target {
+                rules: Vec::new(),
+                cap: i64::MAX,
+            });
+        }
         for a in &lvl.affinities {
             if !a.self_matching && topo.get(a.group).matching.total() == 0 {
                 return Err(Stop::AwaitingAffinity(a.group));
@@ -367,6 +381,7 @@ impl<'m> PackState<'m> {
                     candidates,
                     cap,
                     reservation: Default::default(),
+                    largest,
                 }),
                 used: ResVec::ZERO,
                 room: largest.min(&cap),
@@ -379,7 +394,7 @@ impl<'m> PackState<'m> {
                     let count = fit.count;
                     let index = self.push(node);
                     self.new_machines += 1;
-                    self.refresh_machine(index);
+                    self.refresh_machine(index, true);
                     self.commit(index, g, fit);
                     return Some(count);
                 }
@@ -529,53 +544,24 @@ impl<'m> PackState<'m> {
         if !matched {
             return Err(Reject::Requirements);
         }
-        // (key, values to avoid, value to pin)
-        type Pin<'a> = (&'a str, Option<&'a BTreeSet<String>>, Option<&'a str>);
-        let mut pins: Vec<Pin<'_>> = target
-            .rules
-            .iter()
-            .map(|(k, r)| match r {
-                Rule::Pin(v) => (k.as_str(), None, Some(v.as_str())),
-                Rule::Avoid(set) => (k.as_str(), Some(set), None),
-            })
-            .collect();
-        for &id in &group.selected_by {
+        // Target rules first, then every key a topology group counts this pod by: the
+        // machine must have one value for it.
+        let counted = group.selected_by.iter().filter_map(|&id| {
             let key = self.topology.get(id).definition.key.as_str();
-            if key != labels::HOSTNAME && !pins.iter().any(|(k, _, _)| *k == key) {
-                pins.push((key, None, None));
-            }
-        }
-        for (key, avoid, pin) in pins {
+            (key != labels::HOSTNAME && !target.rules.iter().any(|(k, _)| k == key))
+                .then_some((key, None, None))
+        });
+        let rules = target.rules.iter().map(|(k, r)| match r {
+            Rule::Pin(v) => (k.as_str(), None, Some(v.as_str())),
+            Rule::Avoid(set) => (k.as_str(), Some(set), None),
+        });
+        for (key, avoid, pin) in rules.chain(counted) {
             let (reqs, candidates) = match &work {
                 Some((r, c)) => (r, c.as_slice()),
                 None => (&machine.reqs, machine.candidates.as_slice()),
             };
-            let domain = machine_domain(p, reqs, candidates, &node.hostname, key);
-            let choice = match (domain, pin) {
-                (Domain::Known(d), Some(v)) if d == v => continue,
-                (Domain::Known(_), Some(_)) | (Domain::Absent, Some(_)) => {
-                    return Err(Reject::Topology(None));
-                }
-                (Domain::Known(d), None) => {
-                    if avoid.is_some_and(|set| set.contains(d)) {
-                        return Err(Reject::Topology(None));
-                    }
-                    continue;
-                }
-                (Domain::Absent, None) => continue,
-                (Domain::Open, Some(v)) => v.to_string(),
-                (Domain::Open, None) => {
-                    let options = p
-                        .domain_options(key, reqs, candidates.iter().copied())
-                        .ok_or(Reject::Topology(None))?;
-                    options
-                        .into_iter()
-                        .filter(|(v, _)| avoid.is_none_or(|set| !set.contains(v)))
-                        .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
-                        .map(|(v, _)| v)
-                        .ok_or(Reject::Topology(None))?
-                }
-            };
+            let choice = self.pin_choice(p, reqs, candidates, &node.hostname, key, avoid, pin)?;
+            let Some(choice) = choice else { continue };
             let (mut reqs, mut candidates) = match work.take() {
                 Some(w) => w,
                 None => (machine.reqs.clone(), machine.candidates.clone()),
@@ -585,12 +571,25 @@ impl<'m> PackState<'m> {
             }
             work = Some((reqs, candidates));
         }
-        let candidates = work.as_ref().map_or(&machine.candidates, |(_, c)| c);
+        let (candidates, largest) = match &work {
+            Some((_, c)) => (
+                c,
+                c.iter()
+                    .fold(ResVec::ZERO, |acc, &t| acc.max(&p.types[t].alloc)),
+            ),
+            None => (&machine.candidates, machine.largest),
+        };
+        // No type holds more than the componentwise largest; stop once one reaches that.
+        let ceiling = cap.min(
+            group
+                .req
+                .copies_in(&largest.min(&machine.cap).sub(&node.used)),
+        );
         let mut best = 0;
         for &t in candidates {
             let room = p.types[t].alloc.min(&machine.cap).sub(&node.used);
             best = best.max(group.req.copies_in(&room));
-            if best >= cap {
+            if best >= ceiling {
                 break;
             }
         }
@@ -599,6 +598,42 @@ impl<'m> PackState<'m> {
             return Err(Reject::Room);
         }
         Ok(Fit { count: cap, work })
+    }
+
+    /// The value a machine must be narrowed to for `key` under a rule (`pin`, or values to
+    /// `avoid`), `None` when it already complies.
+    #[allow(clippy::too_many_arguments)]
+    fn pin_choice(
+        &self,
+        p: &ProvModel,
+        reqs: &Requirements,
+        candidates: &[usize],
+        hostname: &str,
+        key: &str,
+        avoid: Option<&BTreeSet<String>>,
+        pin: Option<&str>,
+    ) -> Result<Option<String>, Reject> {
+        let domain = machine_domain(p, reqs, candidates, hostname, key);
+        match (domain, pin) {
+            (Domain::Known(d), Some(v)) if d == v => Ok(None),
+            (Domain::Known(_), Some(_)) | (Domain::Absent, Some(_)) => Err(Reject::Topology(None)),
+            (Domain::Known(d), None) if avoid.is_some_and(|set| set.contains(d)) => {
+                Err(Reject::Topology(None))
+            }
+            (Domain::Known(_) | Domain::Absent, None) => Ok(None),
+            (Domain::Open, Some(v)) => Ok(Some(v.to_string())),
+            (Domain::Open, None) => {
+                let options = p
+                    .domain_options(key, reqs, candidates.iter().copied())
+                    .ok_or(Reject::Topology(None))?;
+                options
+                    .into_iter()
+                    .filter(|(v, _)| avoid.is_none_or(|set| !set.contains(v)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+                    .map(|(v, _)| Some(v))
+                    .ok_or(Reject::Topology(None))
+            }
+        }
     }
 
     /// The most pods of the group this node may hold under hostname-keyed rules.
@@ -658,9 +693,14 @@ impl<'m> PackState<'m> {
         self.placed[g] += k as usize;
         node.ports
             .extend(group.host_ports(model.pods).iter().cloned());
-        match &mut node.kind {
-            NodeKind::Existing(_) => node.room = node.room.sub(&group.req.times(k)),
+        let changed = match &mut node.kind {
+            NodeKind::Existing(_) => {
+                node.room = node.room.sub(&group.req.times(k));
+                None
+            }
             NodeKind::New(machine) => {
+                let before = machine.candidates.len();
+                let narrowed = fit.work.is_some();
                 if let Some((reqs, candidates)) = fit.work {
                     machine.reqs = reqs;
                     machine.candidates = candidates;
@@ -668,10 +708,11 @@ impl<'m> PackState<'m> {
                 let p = &model.provs[machine.prov];
                 let used = node.used;
                 machine.candidates.retain(|&t| used.fits(&p.types[t].alloc));
+                Some(narrowed || machine.candidates.len() != before)
             }
-        }
-        if matches!(self.nodes[index].kind, NodeKind::New(_)) {
-            self.refresh_machine(index);
+        };
+        if let Some(changed) = changed {
+            self.refresh_machine(index, changed);
         }
         let node = &self.nodes[index];
         let mut records: Vec<(usize, String, bool)> = Vec::new();

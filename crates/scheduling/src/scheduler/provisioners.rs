@@ -378,11 +378,48 @@ impl ProvModel {
             *entry = entry.min(score);
         }
         match self.key_class(key) {
-            KeyClass::Offering => {
+            KeyClass::Offering if self.exact_masks => {
+                // Best score per offering bit first; strings only once per value.
                 let mask = self.offer_mask(reqs);
+                let mut best = [f64::INFINITY; 128];
                 for i in candidates {
                     let t = &self.types[i];
-                    for o in t.offerings.iter().filter(|o| self.offer_in(o, mask, reqs)) {
+                    let mut bits = t.mask & mask;
+                    if bits == 0 {
+                        continue;
+                    }
+                    for o in &t.offerings {
+                        if (bits >> o.bit) & 1 == 1 {
+                            let b = o.bit as usize;
+                            best[b] = best[b].min(score(o.price, t));
+                            bits &= !(1u128 << o.bit);
+                            if bits == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                for (bit, &value_score) in best.iter().enumerate() {
+                    if value_score.is_finite() {
+                        let value = if key == labels::ZONE {
+                            self.zones[bit / 2].as_str()
+                        } else if bit % 2 == ct_index(CapacityType::Spot) {
+                            labels::CAPACITY_TYPE_SPOT
+                        } else {
+                            labels::CAPACITY_TYPE_ON_DEMAND
+                        };
+                        offer(&mut out, value, value_score);
+                    }
+                }
+            }
+            KeyClass::Offering => {
+                for i in candidates {
+                    let t = &self.types[i];
+                    for o in t
+                        .offerings
+                        .iter()
+                        .filter(|o| self.offering_allowed(o, reqs))
+                    {
                         let value = if key == labels::ZONE {
                             o.zone.as_str()
                         } else {

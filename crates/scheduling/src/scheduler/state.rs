@@ -26,6 +26,8 @@ pub(crate) struct Machine {
     /// What this machine holds against the provisioner's limits: the largest capacity among
     /// its candidates, per limited resource.
     pub reservation: Resources,
+    /// The largest allocatable among its candidates, per resource.
+    pub largest: ResVec,
 }
 
 #[derive(Debug, Clone)]
@@ -165,20 +167,23 @@ impl<'m> PackState<'m> {
         Some(headroom)
     }
 
-    /// Recomputes a machine's room and reservation after its candidates changed.
-    pub(crate) fn refresh_machine(&mut self, index: usize) {
+    /// Recomputes a machine's room, and when its candidates changed, its largest type and
+    /// its reservation.
+    pub(crate) fn refresh_machine(&mut self, index: usize, candidates_changed: bool) {
         let model = self.model;
         let node = &mut self.nodes[index];
         let NodeKind::New(machine) = &mut node.kind else {
             return;
         };
         let p = &model.provs[machine.prov];
-        let largest = machine
-            .candidates
-            .iter()
-            .fold(ResVec::ZERO, |acc, &t| acc.max(&p.types[t].alloc));
-        node.room = largest.min(&machine.cap).sub(&node.used);
-        if !p.limits.is_empty() {
+        if candidates_changed {
+            machine.largest = machine
+                .candidates
+                .iter()
+                .fold(ResVec::ZERO, |acc, &t| acc.max(&p.types[t].alloc));
+        }
+        node.room = machine.largest.min(&machine.cap).sub(&node.used);
+        if candidates_changed && !p.limits.is_empty() {
             let reservation = reservation_of(p, &machine.candidates);
             let previous = std::mem::replace(&mut machine.reservation, reservation.clone());
             let prov = machine.prov;

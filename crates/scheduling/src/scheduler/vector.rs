@@ -11,7 +11,7 @@ use crate::labels;
 use crate::resources::Resources;
 
 /// cpu, memory, ephemeral storage, pods, then up to this many extended resources.
-pub(crate) const MAX_DIMS: usize = 12;
+pub(crate) const MAX_DIMS: usize = 8;
 const CORE_DIMS: usize = 4;
 pub(crate) const CPU: usize = 0;
 pub(crate) const MEMORY: usize = 1;
@@ -150,8 +150,8 @@ mod tests {
 
     #[test]
     fn copies_in_takes_the_tightest_dimension() {
-        let req = ResVec([1000, 2048, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let room = ResVec([4500, 4096, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let req = ResVec([1000, 2048, 0, 1, 0, 0, 0, 0]);
+        let room = ResVec([4500, 4096, 0, 10, 0, 0, 0, 0]);
         assert_eq!(req.copies_in(&room), 2);
         assert_eq!(ResVec::ZERO.copies_in(&room), i64::MAX);
     }
