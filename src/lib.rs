@@ -4,6 +4,7 @@
 //! - [`convert`] — Kubernetes objects into the scheduling core's inputs.
 //! - [`plan`] — the offline planner behind `nodewright plan`.
 //! - [`cloudprovider`]: the CloudProvider trait, its AWS implementation and a fake.
+//! - [`clock`] — injected time.
 //! - [`cli`] — the command line.
 //! - [`telemetry`] — logging.
 //!
@@ -11,6 +12,7 @@
 
 pub mod apis;
 pub mod cli;
+pub mod clock;
 pub mod cloudprovider;
 pub mod convert;
 pub mod plan;
