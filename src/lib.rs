@@ -4,6 +4,9 @@
 //! - [`convert`] — Kubernetes objects into the scheduling core's inputs.
 //! - [`plan`] — the offline planner behind `nodewright plan`.
 //! - [`cloudprovider`]: the CloudProvider trait, its AWS implementation and a fake.
+//! - [`controllers`] — the controllers' pure building blocks (batching, decisions, status math).
+//! - [`settings`] — the controller's settings from flags and environment, named like Karpenter's.
+//! - [`metrics`] — Prometheus metrics with Karpenter's names.
 //! - [`clock`] — injected time.
 //! - [`cli`] — the command line.
 //! - [`telemetry`] — logging.
@@ -14,6 +17,9 @@ pub mod apis;
 pub mod cli;
 pub mod clock;
 pub mod cloudprovider;
+pub mod controllers;
 pub mod convert;
+pub mod metrics;
 pub mod plan;
+pub mod settings;
 pub mod telemetry;

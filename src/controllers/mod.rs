@@ -1,0 +1,19 @@
+//! The controllers' building blocks. Each controller is `observe (client) → decide (pure) → act
+//! (client)`; what lives here so far is the pure middle, tested without an API server:
+//!
+//! - [`provisioning`]: the batching window of the fast loop.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use nodewright_scheduling::resources::{Resources, format_amount};
+
+pub mod provisioning;
+
+/// Resources as a Kubernetes `ResourceList` (`cpu: 1500m`, `memory: 8Gi`, `pods: 58`).
+pub fn resource_list(resources: &Resources) -> BTreeMap<String, Quantity> {
+    resources
+        .iter()
+        .map(|(name, value)| (name.to_string(), Quantity(format_amount(name, value))))
+        .collect()
+}

@@ -1,0 +1,601 @@
+//! Prometheus metrics with Karpenter's names and labels (v0.31, the last `v1alpha5` release), so
+//! that existing dashboards and alerts keep working, plus nodewright's own
+//! `nodewright_provisioner_cost_per_hour`. One [`Metrics`] owns its registry; `/metrics` serves
+//! [`Metrics::encode`].
+//!
+//! Karpenter's counters of that era carry no `_total` suffix (`karpenter_nodes_created`,
+//! `karpenter_machines_created`); `karpenter_cloudprovider_errors_total` does. Names are kept
+//! exactly as Karpenter spelled them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nodewright_scheduling::instance_type::CapacityType;
+use nodewright_scheduling::labels;
+use nodewright_scheduling::resources::Resources;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::cloudprovider::CloudProviderError;
+
+/// Why a machine was created (`karpenter_machines_created{reason}`).
+pub const REASON_PROVISIONING: &str = "provisioning";
+/// A replacement launched for a disruption.
+pub const REASON_DEPROVISIONING: &str = "deprovisioning";
+
+/// `karpenter_cloudprovider_errors_total{error}` values, as Karpenter names them.
+pub const ERROR_INSUFFICIENT_CAPACITY: &str = "InsufficientCapacityError";
+pub const ERROR_MACHINE_NOT_FOUND: &str = "MachineNotFoundError";
+
+/// Karpenter's duration buckets (controller-runtime's, extended to a minute).
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
+    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
+    25.0, 30.0, 40.0, 50.0, 60.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics registry: {0}")]
+    Registry(#[from] prometheus::Error),
+    #[error("metrics text is not UTF-8: {0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+}
+
+/// The labels of one pod's `karpenter_pods_state` series.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodStateLabels {
+    pub name: String,
+    pub namespace: String,
+    /// `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>` of the first owner, or empty.
+    pub owner: String,
+    /// The node it is bound to, or empty.
+    pub node: String,
+    /// The rest comes from the node's labels (empty while unbound).
+    pub provisioner: String,
+    pub zone: String,
+    pub arch: String,
+    pub capacity_type: String,
+    pub instance_type: String,
+    pub phase: String,
+}
+
+impl PodStateLabels {
+    fn values(&self) -> [&str; 10] {
+        [
+            &self.name,
+            &self.namespace,
+            &self.owner,
+            &self.node,
+            &self.provisioner,
+            &self.zone,
+            &self.arch,
+            &self.capacity_type,
+            &self.instance_type,
+            &self.phase,
+        ]
+    }
+}
+
+const POD_STATE_LABELS: [&str; 10] = [
+    "name",
+    "namespace",
+    "owner",
+    "node",
+    "provisioner",
+    "zone",
+    "arch",
+    "capacity_type",
+    "instance_type",
+    "phase",
+];
+
+/// Every metric nodewright exports, in its own registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    nodes_created: IntCounterVec,
+    nodes_terminated: IntCounterVec,
+    machines_created: IntCounterVec,
+    machines_terminated: IntCounterVec,
+    machines_launched: IntCounterVec,
+    machines_registered: IntCounterVec,
+    machines_initialized: IntCounterVec,
+    pods_state: GaugeVec,
+    scheduling_duration: Histogram,
+    cloudprovider_duration: HistogramVec,
+    cloudprovider_errors: IntCounterVec,
+    provisioner_limit: GaugeVec,
+    provisioner_usage: GaugeVec,
+    provisioner_usage_pct: GaugeVec,
+    cost_per_hour: GaugeVec,
+    /// The label values of each pod's live series (by `namespace/name`), so a change replaces it.
+    pod_series: Mutex<HashMap<String, PodStateLabels>>,
+    /// Resource types with a limit or usage series, by provisioner, so they can be removed.
+    provisioner_series: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = GaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        let by_provisioner = &["provisioner"];
+        let by_reason = &["reason", "provisioner"];
+        let by_resource = &["provisioner", "resource_type"];
+        let scheduling_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "karpenter_provisioner_scheduling_duration_seconds",
+                "Duration of scheduling process in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(scheduling_duration.clone()))?;
+        let cloudprovider_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "karpenter_cloudprovider_duration_seconds",
+                "Duration of cloud provider method calls. Labeled by the controller, method name and provider.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["controller", "method", "provider"],
+        )?;
+        registry.register(Box::new(cloudprovider_duration.clone()))?;
+        Ok(Metrics {
+            nodes_created: counter(
+                "karpenter_nodes_created",
+                "Number of nodes created in total by Karpenter. Labeled by owning provisioner.",
+                by_provisioner,
+            )?,
+            nodes_terminated: counter(
+                "karpenter_nodes_terminated",
+                "Number of nodes terminated in total by Karpenter. Labeled by owning provisioner.",
+                by_provisioner,
+            )?,
+            machines_created: counter(
+                "karpenter_machines_created",
+                "Number of machines created in total by Karpenter. Labeled by reason the machine was created and the owning provisioner.",
+                by_reason,
+            )?,
+            machines_terminated: counter(
+                "karpenter_machines_terminated",
+                "Number of machines terminated in total by Karpenter. Labeled by reason the machine was terminated and the owning provisioner.",
+                by_reason,
+            )?,
+            machines_launched: counter(
+                "karpenter_machines_launched",
+                "Number of machines launched in total by Karpenter. Labeled by the owning provisioner.",
+                by_provisioner,
+            )?,
+            machines_registered: counter(
+                "karpenter_machines_registered",
+                "Number of machines registered in total by Karpenter. Labeled by the owning provisioner.",
+                by_provisioner,
+            )?,
+            machines_initialized: counter(
+                "karpenter_machines_initialized",
+                "Number of machines initialized in total by Karpenter. Labeled by the owning provisioner.",
+                by_provisioner,
+            )?,
+            pods_state: gauge(
+                "karpenter_pods_state",
+                "Pod state is the current state of pods. Labeled by the pod name, namespace, owner, node, provisioner name, zone, architecture, capacity type, instance type and pod phase.",
+                &POD_STATE_LABELS,
+            )?,
+            cloudprovider_errors: counter(
+                "karpenter_cloudprovider_errors_total",
+                "Total number of errors returned from CloudProvider calls.",
+                &["controller", "method", "provider", "error"],
+            )?,
+            provisioner_limit: gauge(
+                "karpenter_provisioner_limit",
+                "The Provisioner Limits are the limits specified on the provisioner that restrict the quantity of resources provisioned. Labeled by provisioner name and resource type.",
+                by_resource,
+            )?,
+            provisioner_usage: gauge(
+                "karpenter_provisioner_usage",
+                "The Provisioner Usage is the amount of resources that have been provisioned by a particular provisioner. Labeled by provisioner name and resource type.",
+                by_resource,
+            )?,
+            provisioner_usage_pct: gauge(
+                "karpenter_provisioner_usage_pct",
+                "The Provisioner Usage Percentage is the percentage of each resource used based on the resources provisioned and the limits that have been configured in the range [0,100]. Labeled by provisioner name and resource type.",
+                by_resource,
+            )?,
+            cost_per_hour: gauge(
+                "nodewright_provisioner_cost_per_hour",
+                "US dollars per hour of the running nodes a provisioner launched. Labeled by provisioner name and capacity type.",
+                &["provisioner", "capacity_type"],
+            )?,
+            scheduling_duration,
+            cloudprovider_duration,
+            registry,
+            pod_series: Mutex::new(HashMap::new()),
+            provisioner_series: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric (what `/metrics` answers).
+    pub fn encode(&self) -> Result<String, MetricsError> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8(buffer)?)
+    }
+
+    pub fn node_created(&self, provisioner: &str) {
+        self.nodes_created.with_label_values(&[provisioner]).inc();
+    }
+
+    pub fn node_terminated(&self, provisioner: &str) {
+        self.nodes_terminated
+            .with_label_values(&[provisioner])
+            .inc();
+    }
+
+    /// A machine was created; `reason` is [`REASON_PROVISIONING`] or [`REASON_DEPROVISIONING`].
+    pub fn machine_created(&self, reason: &str, provisioner: &str) {
+        self.machines_created
+            .with_label_values(&[reason, provisioner])
+            .inc();
+    }
+
+    /// A machine was deleted; `reason` says why (`emptiness`, `drift`, `liveness`, …).
+    pub fn machine_terminated(&self, reason: &str, provisioner: &str) {
+        self.machines_terminated
+            .with_label_values(&[reason, provisioner])
+            .inc();
+    }
+
+    pub fn machine_launched(&self, provisioner: &str) {
+        self.machines_launched
+            .with_label_values(&[provisioner])
+            .inc();
+    }
+
+    pub fn machine_registered(&self, provisioner: &str) {
+        self.machines_registered
+            .with_label_values(&[provisioner])
+            .inc();
+    }
+
+    pub fn machine_initialized(&self, provisioner: &str) {
+        self.machines_initialized
+            .with_label_values(&[provisioner])
+            .inc();
+    }
+
+    /// How long one scheduling decision took.
+    pub fn observe_scheduling(&self, took: Duration) {
+        self.scheduling_duration.observe(took.as_secs_f64());
+    }
+
+    /// One cloud provider call: its duration and, when it failed, its error.
+    pub fn observe_cloudprovider_call(
+        &self,
+        controller: &str,
+        method: &str,
+        provider: &str,
+        took: Duration,
+        error: Option<&CloudProviderError>,
+    ) {
+        self.cloudprovider_duration
+            .with_label_values(&[controller, method, provider])
+            .observe(took.as_secs_f64());
+        if let Some(error) = error {
+            self.cloudprovider_errors
+                .with_label_values(&[controller, method, provider, error_label(error)])
+                .inc();
+        }
+    }
+
+    /// Sets the pod's `karpenter_pods_state` series, replacing the one it had under other labels.
+    pub fn set_pod_state(&self, key: &str, pod: PodStateLabels) {
+        let mut series = lock(&self.pod_series);
+        if let Some(previous) = series.get(key) {
+            if *previous == pod {
+                return;
+            }
+            // Absent already is fine: the series is gone either way.
+            let _ = self.pods_state.remove_label_values(&previous.values());
+        }
+        self.pods_state.with_label_values(&pod.values()).set(1.0);
+        series.insert(key.to_string(), pod);
+    }
+
+    /// Removes a deleted pod's series.
+    pub fn delete_pod_state(&self, key: &str) {
+        if let Some(previous) = lock(&self.pod_series).remove(key) {
+            let _ = self.pods_state.remove_label_values(&previous.values());
+        }
+    }
+
+    /// A provisioner's limits, usage and usage percentage per resource type, in Kubernetes units
+    /// (cores, bytes, counts). Resource types it no longer has lose their series.
+    pub fn set_provisioner_resources(
+        &self,
+        provisioner: &str,
+        limits: &Resources,
+        usage: &Resources,
+    ) {
+        let mut series = lock(&self.provisioner_series);
+        let known = series.entry(provisioner.to_string()).or_default();
+        let mut now = BTreeSet::new();
+        for (resource, value) in usage.iter().filter(|(_, v)| *v != 0) {
+            self.provisioner_usage
+                .with_label_values(&[provisioner, resource])
+                .set(kubernetes_units(resource, value));
+            now.insert(resource.to_string());
+        }
+        for (resource, limit) in limits.iter().filter(|(_, v)| *v != 0) {
+            self.provisioner_limit
+                .with_label_values(&[provisioner, resource])
+                .set(kubernetes_units(resource, limit));
+            let pct = (usage.get(resource) as f64 / limit as f64 * 100.0).clamp(0.0, 100.0);
+            self.provisioner_usage_pct
+                .with_label_values(&[provisioner, resource])
+                .set(pct);
+            now.insert(resource.to_string());
+        }
+        for gone in known.difference(&now) {
+            self.remove_resource_series(provisioner, gone);
+        }
+        *known = now;
+    }
+
+    /// The $/hour of a provisioner's running nodes of one capacity type.
+    pub fn set_cost_per_hour(&self, provisioner: &str, capacity_type: CapacityType, usd: f64) {
+        self.cost_per_hour
+            .with_label_values(&[provisioner, capacity_type_label(capacity_type)])
+            .set(usd);
+    }
+
+    /// Removes every series of a deleted provisioner.
+    pub fn forget_provisioner(&self, provisioner: &str) {
+        if let Some(resources) = lock(&self.provisioner_series).remove(provisioner) {
+            for resource in &resources {
+                self.remove_resource_series(provisioner, resource);
+            }
+        }
+        for capacity_type in [CapacityType::Spot, CapacityType::OnDemand] {
+            let _ = self
+                .cost_per_hour
+                .remove_label_values(&[provisioner, capacity_type_label(capacity_type)]);
+        }
+    }
+
+    fn remove_resource_series(&self, provisioner: &str, resource: &str) {
+        for gauge in [
+            &self.provisioner_limit,
+            &self.provisioner_usage,
+            &self.provisioner_usage_pct,
+        ] {
+            let _ = gauge.remove_label_values(&[provisioner, resource]);
+        }
+    }
+}
+
+/// The `error` label Karpenter gives a cloud provider error.
+pub fn error_label(error: &CloudProviderError) -> &'static str {
+    match error {
+        CloudProviderError::InsufficientCapacity { .. } => ERROR_INSUFFICIENT_CAPACITY,
+        CloudProviderError::NotFound { .. } => ERROR_MACHINE_NOT_FOUND,
+        _ => "",
+    }
+}
+
+fn capacity_type_label(capacity_type: CapacityType) -> &'static str {
+    match capacity_type {
+        CapacityType::Spot => labels::CAPACITY_TYPE_SPOT,
+        CapacityType::OnDemand => labels::CAPACITY_TYPE_ON_DEMAND,
+    }
+}
+
+/// The core counts cpu in millicores; Kubernetes (and Karpenter's gauges) in cores.
+fn kubernetes_units(resource: &str, value: i64) -> f64 {
+    if resource == labels::RESOURCE_CPU {
+        value as f64 / 1000.0
+    } else {
+        value as f64
+    }
+}
+
+/// A poisoned lock still holds consistent label bookkeeping: every update is one insert.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new().expect("metrics register")
+    }
+
+    fn line_with<'a>(text: &'a str, name: &str, fragments: &[&str]) -> Option<&'a str> {
+        text.lines().find(|line| {
+            line.starts_with(&format!("{name}{{")) && fragments.iter().all(|f| line.contains(f))
+        })
+    }
+
+    #[test]
+    fn counters_appear_with_karpenters_names_and_labels() {
+        let m = metrics();
+        m.node_created("default");
+        m.node_created("default");
+        m.node_terminated("default");
+        m.machine_created(REASON_PROVISIONING, "default");
+        m.machine_terminated("emptiness", "default");
+        m.machine_launched("default");
+        m.machine_registered("default");
+        m.machine_initialized("default");
+        let text = m.encode().expect("encodes");
+        assert!(text.contains("# TYPE karpenter_nodes_created counter"));
+        assert_eq!(
+            line_with(
+                &text,
+                "karpenter_nodes_created",
+                &[r#"provisioner="default""#]
+            ),
+            Some(r#"karpenter_nodes_created{provisioner="default"} 2"#)
+        );
+        assert!(
+            line_with(
+                &text,
+                "karpenter_machines_created",
+                &[r#"reason="provisioning""#, r#"provisioner="default""#]
+            )
+            .is_some()
+        );
+        for name in [
+            "karpenter_nodes_terminated",
+            "karpenter_machines_terminated",
+            "karpenter_machines_launched",
+            "karpenter_machines_registered",
+            "karpenter_machines_initialized",
+        ] {
+            assert!(
+                line_with(&text, name, &[r#"provisioner="default""#]).is_some(),
+                "{name} missing in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_and_cloud_provider_errors_are_recorded() {
+        let m = metrics();
+        m.observe_scheduling(Duration::from_millis(30));
+        let ice = CloudProviderError::InsufficientCapacity {
+            message: "none left".into(),
+            offerings: Vec::new(),
+        };
+        m.observe_cloudprovider_call(
+            "provisioning",
+            "Create",
+            "aws",
+            Duration::from_millis(800),
+            Some(&ice),
+        );
+        m.observe_cloudprovider_call("provisioning", "Create", "aws", Duration::ZERO, None);
+        let text = m.encode().expect("encodes");
+        assert!(text.contains("karpenter_provisioner_scheduling_duration_seconds_count 1"));
+        assert!(
+            text.contains(
+                "karpenter_provisioner_scheduling_duration_seconds_bucket{le=\"0.05\"} 1"
+            )
+        );
+        let count = line_with(
+            &text,
+            "karpenter_cloudprovider_duration_seconds_count",
+            &[
+                r#"controller="provisioning""#,
+                r#"method="Create""#,
+                r#"provider="aws""#,
+            ],
+        );
+        assert!(count.is_some_and(|l| l.ends_with(" 2")), "{text}");
+        assert_eq!(
+            line_with(
+                &text,
+                "karpenter_cloudprovider_errors_total",
+                &[r#"error="InsufficientCapacityError""#, r#"method="Create""#]
+            )
+            .map(|l| l.ends_with(" 1")),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn a_pods_state_series_is_replaced_when_it_moves_and_removed_when_deleted() {
+        let m = metrics();
+        let pending = PodStateLabels {
+            name: "web-1".into(),
+            namespace: "shop".into(),
+            phase: "Pending".into(),
+            ..PodStateLabels::default()
+        };
+        m.set_pod_state("shop/web-1", pending.clone());
+        let running = PodStateLabels {
+            node: "ip-10-0-0-1".into(),
+            provisioner: "default".into(),
+            capacity_type: "spot".into(),
+            phase: "Running".into(),
+            ..pending
+        };
+        m.set_pod_state("shop/web-1", running);
+        let text = m.encode().expect("encodes");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("karpenter_pods_state{"))
+            .collect();
+        assert_eq!(series.len(), 1, "{text}");
+        for label in POD_STATE_LABELS {
+            assert!(series[0].contains(&format!("{label}=")), "{label} missing");
+        }
+        assert!(series[0].contains(r#"phase="Running""#));
+        m.delete_pod_state("shop/web-1");
+        let text = m.encode().expect("encodes");
+        assert!(!text.contains("karpenter_pods_state{"));
+    }
+
+    #[test]
+    fn provisioner_gauges_are_in_kubernetes_units_and_forgotten_with_the_provisioner() {
+        let m = metrics();
+        let limits = Resources::default().with("cpu", 1_000_000);
+        let usage = Resources::cpu_memory(250_000, 1 << 30);
+        m.set_provisioner_resources("default", &limits, &usage);
+        m.set_cost_per_hour("default", CapacityType::Spot, 0.42);
+        let text = m.encode().expect("encodes");
+        let cpu = [r#"provisioner="default""#, r#"resource_type="cpu""#];
+        assert_eq!(
+            line_with(&text, "karpenter_provisioner_limit", &cpu),
+            Some(r#"karpenter_provisioner_limit{provisioner="default",resource_type="cpu"} 1000"#)
+        );
+        assert!(
+            line_with(&text, "karpenter_provisioner_usage", &cpu)
+                .is_some_and(|l| l.ends_with(" 250"))
+        );
+        assert!(
+            line_with(&text, "karpenter_provisioner_usage_pct", &cpu)
+                .is_some_and(|l| l.ends_with(" 25"))
+        );
+        assert!(
+            line_with(
+                &text,
+                "nodewright_provisioner_cost_per_hour",
+                &[r#"capacity_type="spot""#, r#"provisioner="default""#]
+            )
+            .is_some_and(|l| l.ends_with(" 0.42"))
+        );
+        m.set_provisioner_resources("default", &limits, &Resources::default().with("cpu", 1000));
+        let text = m.encode().expect("encodes");
+        assert!(
+            line_with(
+                &text,
+                "karpenter_provisioner_usage",
+                &[r#"resource_type="memory""#]
+            )
+            .is_none(),
+            "memory usage went to zero and its series with it"
+        );
+        m.forget_provisioner("default");
+        let text = m.encode().expect("encodes");
+        assert!(!text.contains(r#"provisioner="default""#), "{text}");
+    }
+}
