@@ -4,6 +4,7 @@
 //! - [`convert`] — Kubernetes objects into the scheduling core's inputs.
 //! - [`plan`] — the offline planner behind `nodewright plan`.
 //! - [`cloudprovider`]: the CloudProvider trait, its AWS implementation and a fake.
+//! - [`state`] — the cluster state cache: a synchronous index of watched objects.
 //! - [`controllers`] — the controllers' pure building blocks (batching, decisions, status math).
 //! - [`settings`] — the controller's settings from flags and environment, named like Karpenter's.
 //! - [`metrics`] — Prometheus metrics with Karpenter's names.
@@ -22,4 +23,5 @@ pub mod convert;
 pub mod metrics;
 pub mod plan;
 pub mod settings;
+pub mod state;
 pub mod telemetry;

@@ -1,13 +1,15 @@
 //! The controllers' building blocks. Each controller is `observe (client) → decide (pure) → act
 //! (client)`; what lives here so far is the pure middle, tested without an API server:
 //!
-//! - [`provisioning`]: the batching window of the fast loop.
+//! - [`provisioning`]: the batching window and the plan → Machines decision of the fast loop.
+//! - [`counter`]: a provisioner's status (resources in use, the `LimitsReached` condition).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nodewright_scheduling::resources::{Resources, format_amount};
 
+pub mod counter;
 pub mod provisioning;
 
 /// Resources as a Kubernetes `ResourceList` (`cpu: 1500m`, `memory: 8Gi`, `pods: 58`).
