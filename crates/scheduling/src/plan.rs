@@ -57,7 +57,8 @@ pub struct PlannedNode {
     /// The pods' requests plus daemonset overhead.
     pub requests: Resources,
     /// Requirements for the Machine: the provisioner's, narrowed by the pods' and topology,
-    /// with the instance types, zones and capacity types it may launch as.
+    /// with the zones and capacity types it may launch in. Add `node.kubernetes.io/instance-type
+    /// In instanceTypes` for the complete set.
     pub requirements: Vec<NodeSelectorRequirement>,
 }
 

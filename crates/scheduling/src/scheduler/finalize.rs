@@ -253,19 +253,14 @@ pub(crate) fn cover_options(model: &Model<'_>) -> Vec<CoverOption> {
         .collect()
 }
 
-/// The machine's requirements with instance type, zone and capacity type narrowed to what its
-/// candidates offer.
+/// The machine's requirements with zone and capacity type narrowed to what its candidates
+/// offer. The instance types are `instanceTypes`; they are not repeated here.
 fn machine_requirements(
     p: &ProvModel,
     machine: &Machine,
     launch: &Launch,
 ) -> Vec<crate::requirements::NodeSelectorRequirement> {
     let mut reqs = machine.reqs.clone();
-    let names: BTreeSet<String> = launch
-        .candidates
-        .iter()
-        .map(|&t| p.types[t].name().to_string())
-        .collect();
     let mut zones = BTreeSet::new();
     let mut capacity_types = BTreeSet::new();
     let mask = p.offer_mask(&machine.reqs);
@@ -279,7 +274,6 @@ fn machine_requirements(
             capacity_types.insert(capacity_type_label(o.capacity_type).to_string());
         }
     }
-    reqs.add(labels::INSTANCE_TYPE, &ValueSet::of(names));
     reqs.add(labels::ZONE, &ValueSet::of(zones));
     reqs.add(labels::CAPACITY_TYPE, &ValueSet::of(capacity_types));
     reqs.to_node_selector()

@@ -300,14 +300,14 @@ impl<'m> PackState<'m> {
             self.placed[g] += n;
         }
         let index = self.push(NodeState {
-            kind: NodeKind::New(Machine {
+            kind: NodeKind::New(Box::new(Machine {
                 prov: pool.prov,
                 reqs: pool.reqs.clone(),
                 candidates,
                 cap: ResVec::UNBOUNDED,
                 reservation: Default::default(),
                 largest: ResVec::ZERO,
-            }),
+            })),
             used,
             room: ResVec::ZERO,
             hostname: format!(

@@ -367,6 +367,14 @@ impl<'m> PackState<'m> {
                     continue;
                 }
             }
+            let hostname = format!("{PLANNED_HOSTNAME_PREFIX}{}", self.new_machines);
+            let (mut reqs, mut candidates) = (reqs, candidates);
+            if let Err(reject) =
+                self.apply_pins(p, &mut reqs, &mut candidates, &hostname, group, target)
+            {
+                *refusal = Some(reject);
+                continue;
+            }
             let mut cap = self.caps[prov];
             if !group.req.fits(&cap) {
                 cap = ResVec::UNBOUNDED;
@@ -375,17 +383,17 @@ impl<'m> PackState<'m> {
                 .iter()
                 .fold(ResVec::ZERO, |acc, &t| acc.max(&p.types[t].alloc));
             let node = NodeState {
-                kind: NodeKind::New(Machine {
+                kind: NodeKind::New(Box::new(Machine {
                     prov,
                     reqs,
                     candidates,
                     cap,
                     reservation: Default::default(),
                     largest,
-                }),
+                })),
                 used: ResVec::ZERO,
                 room: largest.min(&cap),
-                hostname: format!("{PLANNED_HOSTNAME_PREFIX}{}", self.new_machines),
+                hostname,
                 ports: Vec::new(),
                 pods: Vec::new(),
             };
@@ -526,7 +534,13 @@ impl<'m> PackState<'m> {
         let mut work: Option<(Requirements, Vec<usize>)> = None;
         let mut matched = false;
         for term in &lvl.terms {
-            if term.is_empty() {
+            let implied = term.iter().all(|(k, set)| {
+                machine
+                    .reqs
+                    .get(k)
+                    .is_some_and(|mine| mine.intersect(set) == *mine)
+            });
+            if implied {
                 matched = true;
                 break;
             }
@@ -544,31 +558,12 @@ impl<'m> PackState<'m> {
         if !matched {
             return Err(Reject::Requirements);
         }
-        // Target rules first, then every key a topology group counts this pod by: the
-        // machine must have one value for it.
-        let counted = group.selected_by.iter().filter_map(|&id| {
-            let key = self.topology.get(id).definition.key.as_str();
-            (key != labels::HOSTNAME && !target.rules.iter().any(|(k, _)| k == key))
-                .then_some((key, None, None))
-        });
-        let rules = target.rules.iter().map(|(k, r)| match r {
-            Rule::Pin(v) => (k.as_str(), None, Some(v.as_str())),
-            Rule::Avoid(set) => (k.as_str(), Some(set), None),
-        });
-        for (key, avoid, pin) in rules.chain(counted) {
-            let (reqs, candidates) = match &work {
-                Some((r, c)) => (r, c.as_slice()),
-                None => (&machine.reqs, machine.candidates.as_slice()),
-            };
-            let choice = self.pin_choice(p, reqs, candidates, &node.hostname, key, avoid, pin)?;
-            let Some(choice) = choice else { continue };
+        if self.needs_pins(p, machine, &node.hostname, group, target)? {
             let (mut reqs, mut candidates) = match work.take() {
                 Some(w) => w,
                 None => (machine.reqs.clone(), machine.candidates.clone()),
             };
-            if !narrow(p, &mut reqs, &mut candidates, key, &ValueSet::one(choice)) {
-                return Err(Reject::Topology(None));
-            }
+            self.apply_pins(p, &mut reqs, &mut candidates, &node.hostname, group, target)?;
             work = Some((reqs, candidates));
         }
         let (candidates, largest) = match &work {
@@ -598,6 +593,71 @@ impl<'m> PackState<'m> {
             return Err(Reject::Room);
         }
         Ok(Fit { count: cap, work })
+    }
+
+    /// The keys a machine must have one value for: the target's, then every key a topology
+    /// group counts the group's pods by.
+    fn pin_keys<'a>(
+        &'a self,
+        group: &'a Group,
+        target: &'a Target,
+    ) -> impl Iterator<Item = (&'a str, Option<&'a BTreeSet<String>>, Option<&'a str>)> + 'a {
+        let counted = group.selected_by.iter().filter_map(move |&id| {
+            let key = self.topology.get(id).definition.key.as_str();
+            (key != labels::HOSTNAME && !target.rules.iter().any(|(k, _)| k == key))
+                .then_some((key, None, None))
+        });
+        let rules = target.rules.iter().map(|(k, r)| match r {
+            Rule::Pin(v) => (k.as_str(), None, Some(v.as_str())),
+            Rule::Avoid(set) => (k.as_str(), Some(set), None),
+        });
+        rules.chain(counted)
+    }
+
+    /// Whether the machine must be narrowed to meet the pins (an error when it cannot).
+    fn needs_pins(
+        &self,
+        p: &ProvModel,
+        machine: &Machine,
+        hostname: &str,
+        group: &Group,
+        target: &Target,
+    ) -> Result<bool, Reject> {
+        for (key, avoid, pin) in self.pin_keys(group, target) {
+            let choice = self.pin_choice(
+                p,
+                &machine.reqs,
+                &machine.candidates,
+                hostname,
+                key,
+                avoid,
+                pin,
+            )?;
+            if choice.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Narrows requirements and candidates in place to meet the pins.
+    fn apply_pins(
+        &self,
+        p: &ProvModel,
+        reqs: &mut Requirements,
+        candidates: &mut Vec<usize>,
+        hostname: &str,
+        group: &Group,
+        target: &Target,
+    ) -> Result<(), Reject> {
+        for (key, avoid, pin) in self.pin_keys(group, target) {
+            if let Some(choice) = self.pin_choice(p, reqs, candidates, hostname, key, avoid, pin)?
+                && !narrow(p, reqs, candidates, key, &ValueSet::one(choice))
+            {
+                return Err(Reject::Topology(None));
+            }
+        }
+        Ok(())
     }
 
     /// The value a machine must be narrowed to for `key` under a rule (`pin`, or values to

@@ -33,7 +33,7 @@ pub(crate) struct Machine {
 #[derive(Debug, Clone)]
 pub(crate) enum NodeKind {
     Existing(usize),
-    New(Machine),
+    New(Box<Machine>),
 }
 
 #[derive(Debug, Clone)]
