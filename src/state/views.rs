@@ -2,12 +2,12 @@
 //! their pods), which machines are still on their way, what each provisioner has launched, and
 //! the scheduling core's whole input for a batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use nodewright_scheduling::ScheduleInput;
-use nodewright_scheduling::instance_type::InstanceType;
+use nodewright_scheduling::instance_type::{CapacityType, InstanceType};
 use nodewright_scheduling::labels;
 use nodewright_scheduling::node::ExistingNode;
 use nodewright_scheduling::pod::{DaemonSet, Pod};
@@ -189,9 +189,17 @@ impl ClusterState {
     /// launch, from the cheapest candidate instance type under their provisioner (else their
     /// requests). No pods: pods nominated to them are still pending and land on them again.
     pub fn in_flight_nodes(&self, provisioners: &[ProvisionerInput]) -> Vec<ExistingNode> {
-        let by_name: HashMap<&str, &ProvisionerInput> = provisioners
+        // Type options by provisioner, then by name: machines list up to 60 candidates each.
+        let by_name: HashMap<&str, HashMap<&str, &TypeOption>> = provisioners
             .iter()
-            .map(|p| (p.provisioner.name.as_str(), p))
+            .map(|p| {
+                let types = p
+                    .instance_types
+                    .iter()
+                    .map(|t| (t.instance_type.name.as_str(), t))
+                    .collect();
+                (p.provisioner.name.as_str(), types)
+            })
             .collect();
         self.in_flight()
             .map(|entry| {
@@ -244,6 +252,21 @@ impl ClusterState {
         &self,
         instance_types: &InstanceTypesByProvisioner,
     ) -> BTreeMap<String, Resources> {
+        let types_by_name: HashMap<&str, HashMap<&str, &InstanceType>> = instance_types
+            .iter()
+            .map(|(p, types)| {
+                let types = types
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.as_ref()))
+                    .collect();
+                (p.as_str(), types)
+            })
+            .collect();
+        let machine_provider_ids: HashSet<&str> = self
+            .machines
+            .values()
+            .filter_map(|m| m.machine.status.as_ref()?.provider_id.as_deref())
+            .collect();
         let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
         for entry in self.machines.values() {
             let Some(provisioner) = &entry.provisioner else {
@@ -251,19 +274,20 @@ impl ClusterState {
             };
             let counted = match &entry.capacity {
                 Some(capacity) => capacity.clone(),
-                None => {
-                    let types = instance_types
-                        .get(provisioner)
-                        .map_or(&[][..], Vec::as_slice);
-                    largest_candidate(types, &entry.machine.spec.requirements)
-                        .unwrap_or_else(|| entry.requests.clone())
-                }
+                None => types_by_name
+                    .get(provisioner.as_str())
+                    .and_then(|types| largest_candidate(types, &entry.machine.spec.requirements))
+                    .unwrap_or_else(|| entry.requests.clone()),
             };
             *usage.entry(provisioner.clone()).or_default() += &counted;
         }
         for entry in self.nodes.values() {
+            let accounted = entry
+                .provider_id
+                .as_deref()
+                .is_some_and(|id| machine_provider_ids.contains(id));
             if let Some(provisioner) = entry.core.provisioner()
-                && self.machine_of_node(entry).is_none()
+                && !accounted
             {
                 *usage.entry(provisioner.to_string()).or_default() += entry.core.counted_capacity();
             }
@@ -337,7 +361,7 @@ pub(crate) fn allowed_values(
 /// offering its zone and capacity-type requirements allow; unpriced types rank after priced
 /// ones, ties keep the requirement's order (cheapest first, as decisions write it).
 fn cheapest_candidate<'a>(
-    provisioner: &'a ProvisionerInput,
+    types: &HashMap<&str, &'a TypeOption>,
     requirements: &[NodeSelectorRequirement],
 ) -> Option<&'a TypeOption> {
     let names = allowed_values(requirements, labels::INSTANCE_TYPE)?;
@@ -350,11 +374,7 @@ fn cheapest_candidate<'a>(
     };
     let mut best: Option<(&TypeOption, f64)> = None;
     for name in &names {
-        let Some(option) = provisioner
-            .instance_types
-            .iter()
-            .find(|t| &t.instance_type.name == name)
-        else {
+        let Some(&option) = types.get(name.as_str()) else {
             continue;
         };
         let price = option
@@ -362,19 +382,7 @@ fn cheapest_candidate<'a>(
             .offerings
             .iter()
             .filter(|o| o.available && allows(&zones, &o.zone))
-            .filter(|o| {
-                allows(
-                    &capacity_types,
-                    match o.capacity_type {
-                        nodewright_scheduling::instance_type::CapacityType::Spot => {
-                            labels::CAPACITY_TYPE_SPOT
-                        }
-                        nodewright_scheduling::instance_type::CapacityType::OnDemand => {
-                            labels::CAPACITY_TYPE_ON_DEMAND
-                        }
-                    },
-                )
-            })
+            .filter(|o| allows(&capacity_types, capacity_type_value(o.capacity_type)))
             .filter_map(|o| o.price_per_hour)
             .fold(f64::INFINITY, f64::min);
         if best.is_none_or(|(_, p)| price < p) {
@@ -386,13 +394,21 @@ fn cheapest_candidate<'a>(
 
 /// The largest capacity, resource by resource, among the machine's candidate types.
 fn largest_candidate(
-    types: &[Arc<InstanceType>],
+    types: &HashMap<&str, &InstanceType>,
     requirements: &[NodeSelectorRequirement],
 ) -> Option<Resources> {
     let names = allowed_values(requirements, labels::INSTANCE_TYPE)?;
     names
         .iter()
-        .filter_map(|name| types.iter().find(|t| &t.name == name))
+        .filter_map(|name| types.get(name.as_str()))
         .map(|t| t.capacity.clone())
         .reduce(|a, b| a.max(&b))
+}
+
+/// The `karpenter.sh/capacity-type` value of a capacity type.
+pub(crate) fn capacity_type_value(capacity_type: CapacityType) -> &'static str {
+    match capacity_type {
+        CapacityType::Spot => labels::CAPACITY_TYPE_SPOT,
+        CapacityType::OnDemand => labels::CAPACITY_TYPE_ON_DEMAND,
+    }
 }

@@ -329,13 +329,29 @@ pub fn provisioner_hash(provisioner: &Provisioner) -> Option<String> {
 struct LimitCheck<'a> {
     input: &'a ScheduleInput,
     used: HashMap<String, Resources>,
+    /// Capacity of each instance type by name, for provisioners with limits.
+    capacity: HashMap<&'a str, HashMap<&'a str, &'a Resources>>,
 }
 
 impl<'a> LimitCheck<'a> {
     fn new(input: &'a ScheduleInput) -> LimitCheck<'a> {
+        let capacity = input
+            .provisioners
+            .iter()
+            .filter(|p| !p.provisioner.limits.is_empty())
+            .map(|p| {
+                let types = p
+                    .instance_types
+                    .iter()
+                    .map(|t| (t.instance_type.name.as_str(), &t.instance_type.capacity))
+                    .collect();
+                (p.provisioner.name.as_str(), types)
+            })
+            .collect();
         LimitCheck {
             input,
             used: HashMap::new(),
+            capacity,
         }
     }
 
@@ -360,13 +376,11 @@ impl<'a> LimitCheck<'a> {
             .entry(name.to_string())
             .or_insert_with(|| current_usage(self.input, &prov.provisioner, object));
         let mut reservation = Resources::default();
-        for candidate in planned.instance_types.iter().take(MAX_INSTANCE_TYPES) {
-            if let Some(option) = prov
-                .instance_types
-                .iter()
-                .find(|t| &t.instance_type.name == candidate)
-            {
-                reservation = reservation.max(&option.instance_type.capacity);
+        if let Some(types) = self.capacity.get(name) {
+            for candidate in planned.instance_types.iter().take(MAX_INSTANCE_TYPES) {
+                if let Some(capacity) = types.get(candidate.as_str()) {
+                    reservation = reservation.max(capacity);
+                }
             }
         }
         for (resource, limit) in limits {
