@@ -261,17 +261,33 @@ fn machine_requirements(
     launch: &Launch,
 ) -> Vec<crate::requirements::NodeSelectorRequirement> {
     let mut reqs = machine.reqs.clone();
-    let mut zones = BTreeSet::new();
-    let mut capacity_types = BTreeSet::new();
+    let mut zones: BTreeSet<&str> = BTreeSet::new();
+    let mut capacity_types: BTreeSet<&str> = BTreeSet::new();
     let mask = p.offer_mask(&machine.reqs);
-    for &t in &launch.candidates {
-        for o in p.types[t]
-            .offerings
+    if p.exact_masks {
+        // Union the candidates' offer bits, then name each zone and capacity type once.
+        let offered = launch
+            .candidates
             .iter()
-            .filter(|o| p.offer_in(o, mask, &machine.reqs))
-        {
-            zones.insert(o.zone.clone());
-            capacity_types.insert(capacity_type_label(o.capacity_type).to_string());
+            .fold(0u128, |acc, &t| acc | (p.types[t].mask & mask));
+        for (i, zone) in p.zones.iter().enumerate() {
+            for ct in [CapacityType::Spot, CapacityType::OnDemand] {
+                if (offered >> (i * 2 + ct_index(ct))) & 1 == 1 {
+                    zones.insert(zone);
+                    capacity_types.insert(capacity_type_label(ct));
+                }
+            }
+        }
+    } else {
+        for &t in &launch.candidates {
+            for o in p.types[t]
+                .offerings
+                .iter()
+                .filter(|o| p.offer_in(o, mask, &machine.reqs))
+            {
+                zones.insert(&o.zone);
+                capacity_types.insert(capacity_type_label(o.capacity_type));
+            }
         }
     }
     reqs.add(labels::ZONE, &ValueSet::of(zones));
