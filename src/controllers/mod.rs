@@ -2,6 +2,7 @@
 //! (client)`; what lives here so far is the pure middle, tested without an API server:
 //!
 //! - [`provisioning`]: the batching window and the plan → Machines decision of the fast loop.
+//! - [`lifecycle`]: a machine's next step: launch, register its node, initialize, or give up.
 //! - [`counter`]: a provisioner's status (resources in use, the `LimitsReached` condition).
 
 use std::collections::BTreeMap;
@@ -10,7 +11,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nodewright_scheduling::resources::{Resources, format_amount};
 
 pub mod counter;
+pub mod lifecycle;
 pub mod provisioning;
+
+#[cfg(test)]
+mod lifecycle_tests;
 
 /// Resources as a Kubernetes `ResourceList` (`cpu: 1500m`, `memory: 8Gi`, `pods: 58`).
 pub fn resource_list(resources: &Resources) -> BTreeMap<String, Quantity> {
