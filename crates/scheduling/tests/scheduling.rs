@@ -697,3 +697,89 @@ fn capping_node_size_beats_growing_one_big_node_when_big_types_are_dear() {
     assert!(cheap.total_price_per_hour < karpenter.total_price_per_hour);
     assert!(cheap.nodes.iter().all(|n| n.instance_type != "m5.4xlarge"));
 }
+
+#[test]
+fn a_zone_without_offerings_is_named() {
+    let plan = cluster()
+        .pods([pod("a")
+            .cpu("1")
+            .node_selector(labels::ZONE, "us-east-1f")
+            .build()])
+        .provisioner(provisioner("default").with_types(&general_purpose_types()))
+        .plan();
+    assert_eq!(
+        plan.unschedulable[0].reason,
+        "provisioner default: no offering in zones In [us-east-1f] with capacity type any"
+    );
+}
+
+#[test]
+fn extended_resources_only_fit_types_that_have_them() {
+    let mut types = general_purpose_types();
+    types.push(gpu_type());
+    let plan = cluster()
+        .pods([pod("train").cpu("1").gpus(1).build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert_eq!(plan.nodes[0].instance_types, ["g4dn.xlarge"]);
+    let too_many = cluster()
+        .pods([pod("train").cpu("1").gpus(2).build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert_eq!(
+        too_many.unschedulable[0].reason,
+        "provisioner default: no instance type has 2 nvidia.com/gpu"
+    );
+}
+
+#[test]
+fn the_pod_count_of_a_node_is_a_resource_too() {
+    let small = vec![
+        instance("m5.large")
+            .vcpus(2)
+            .memory_gib(8)
+            .on_demand(0.096)
+            .spot(0.03)
+            .build(),
+    ];
+    let plan = cluster()
+        .pods(pod("tiny").cpu("10m").memory("16Mi").times(40))
+        .provisioner(provisioner("default").with_types(&small))
+        .plan();
+    // An m5.large admits 29 pods.
+    assert_eq!(plan.nodes.len(), 2);
+    assert!(plan.nodes.iter().all(|n| n.pods.len() <= 29));
+}
+
+#[test]
+fn limits_name_the_exhausted_resource() {
+    let plan = cluster()
+        .pods([pod("a").cpu("1").build()])
+        .provisioner(
+            provisioner("default")
+                .limit_cpu(1)
+                .with_types(&general_purpose_types()),
+        )
+        .plan();
+    assert_eq!(
+        plan.unschedulable[0].reason,
+        "provisioner default: limits: cpu 1 reached"
+    );
+}
+
+#[test]
+fn registered_nodes_are_filled_before_machines_still_launching() {
+    let m5_large = instance("m5.large")
+        .vcpus(2)
+        .memory_gib(8)
+        .on_demand(0.096)
+        .build();
+    let mut launching = node("launching", &m5_large, "us-east-1a");
+    launching.in_flight = true;
+    let plan = cluster()
+        .node(launching)
+        .node(node("registered", &m5_large, "us-east-1a"))
+        .pods([pod("a").cpu("500m").build()])
+        .plan();
+    assert_eq!(plan.existing[0].node, "registered");
+}

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::labels;
+use crate::node::ExistingNode;
 use crate::pod::{HostPort, Pod};
 use crate::requirements::{Requirements, normalize_labels};
 use crate::resources::Resources;
@@ -110,8 +111,10 @@ impl<'a> Model<'a> {
             })
             .collect();
 
-        let existing: Vec<ExistingModel> = input
-            .nodes
+        // Registered nodes first, then machines still launching.
+        let mut nodes: Vec<&ExistingNode> = input.nodes.iter().collect();
+        nodes.sort_by_key(|n| n.in_flight);
+        let existing: Vec<ExistingModel> = nodes
             .iter()
             .map(|node| {
                 let labels = normalize_labels(&node.labels);
@@ -161,7 +164,7 @@ impl<'a> Model<'a> {
             .iter()
             .flat_map(|(_, _, owned)| owned.iter().copied())
             .collect();
-        for (node, model) in input.nodes.iter().zip(&existing) {
+        for (node, model) in nodes.iter().zip(&existing) {
             for pod in &node.pods {
                 for id in groups::required_anti_groups(pod, &mut topology) {
                     required_anti.insert(id);
@@ -172,7 +175,7 @@ impl<'a> Model<'a> {
                 }
             }
         }
-        count_running_pods(&mut topology, input, &existing);
+        count_running_pods(&mut topology, &nodes, &existing);
 
         let mut domain_cache: HashMap<(usize, Vec<bool>), Vec<String>> = HashMap::new();
         let groups = built
@@ -280,11 +283,15 @@ impl<'a> Model<'a> {
 }
 
 /// Counts the running pods each topology group selects, by the domain of their node.
-fn count_running_pods(topology: &mut Topology, input: &ScheduleInput, existing: &[ExistingModel]) {
+fn count_running_pods(
+    topology: &mut Topology,
+    nodes: &[&ExistingNode],
+    existing: &[ExistingModel],
+) {
     for id in 0..topology.len() {
         let group = topology.get_mut(id);
         let key = group.definition.key.clone();
-        for (node, model) in input.nodes.iter().zip(existing) {
+        for (node, model) in nodes.iter().zip(existing) {
             let Some(domain) = model.domain(&key) else {
                 continue;
             };
