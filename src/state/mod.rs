@@ -9,6 +9,7 @@
 //! [`ClusterState::invalid_objects`] with the reason, so it can be reported, and left out of
 //! decisions.
 
+mod report;
 pub mod shrink;
 mod views;
 

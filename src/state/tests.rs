@@ -511,3 +511,58 @@ fn shrinking_every_object_leaves_the_plan_unchanged() {
     );
     assert_eq!(plan, objects(true));
 }
+
+fn labelled_node(name: &str, instance_type: &str, capacity_type: &str) -> Value {
+    let mut n = node(name, &format!("aws:///us-east-1a/{name}"), Some("default"));
+    let labels = &mut n["metadata"]["labels"];
+    labels[labels::INSTANCE_TYPE] = json!(instance_type);
+    labels[labels::CAPACITY_TYPE] = json!(capacity_type);
+    labels[labels::ZONE] = json!("us-east-1a");
+    labels[labels::ARCH] = json!("amd64");
+    n
+}
+
+#[test]
+fn a_pods_metric_labels_come_from_it_and_its_node() {
+    let mut state = ClusterState::new();
+    state
+        .apply_node(&from_json(labelled_node("n1", "m5.xlarge", "on-demand")))
+        .expect("applies");
+    apply_pod(
+        &mut state,
+        owned_by(bound_to(pod("web-1", "1"), "n1"), "ReplicaSet", "web-abc"),
+    );
+    let pod_labels = state.pod_state_labels("default", "web-1").expect("cached");
+    assert_eq!(
+        pod_labels.owner,
+        "/apis/apps/v1/namespaces/default/replicasets/web-abc"
+    );
+    assert_eq!(pod_labels.node, "n1");
+    assert_eq!(pod_labels.provisioner, "default");
+    assert_eq!(pod_labels.zone, "us-east-1a");
+    assert_eq!(pod_labels.capacity_type, "on-demand");
+    assert_eq!(pod_labels.instance_type, "m5.xlarge");
+    assert_eq!(pod_labels.phase, "Running");
+    apply_pod(&mut state, pod("pending", "1"));
+    let pending = state
+        .pod_state_labels("default", "pending")
+        .expect("cached");
+    assert!(pending.node.is_empty() && pending.zone.is_empty());
+}
+
+#[test]
+fn cost_per_hour_prices_each_launched_node_at_its_offering() {
+    let mut state = ClusterState::new();
+    for (name, instance_type) in [("a", "m5.xlarge"), ("b", "m5.2xlarge"), ("c", "x9.unknown")] {
+        state
+            .apply_node(&from_json(labelled_node(name, instance_type, "on-demand")))
+            .expect("applies");
+    }
+    state
+        .apply_node(&from_json(node("unmanaged", "aws:///us-east-1a/u", None)))
+        .expect("applies");
+    let cost = state.cost_per_hour(&catalog());
+    assert_eq!(cost.len(), 1);
+    let on_demand = cost[&("default".to_string(), CapacityType::OnDemand)];
+    assert!((on_demand - (0.192 + 0.384)).abs() < 1e-9, "{on_demand}");
+}
