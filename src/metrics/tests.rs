@@ -1,0 +1,180 @@
+//! Metric names, label sets and values as `/metrics` shows them.
+
+use std::time::Duration;
+
+use nodewright_scheduling::instance_type::CapacityType;
+use nodewright_scheduling::resources::Resources;
+
+use super::*;
+
+fn metrics() -> Metrics {
+    Metrics::new().expect("metrics register")
+}
+
+fn line_with<'a>(text: &'a str, name: &str, fragments: &[&str]) -> Option<&'a str> {
+    text.lines().find(|line| {
+        line.starts_with(&format!("{name}{{")) && fragments.iter().all(|f| line.contains(f))
+    })
+}
+
+#[test]
+fn counters_appear_with_karpenters_names_and_labels() {
+    let m = metrics();
+    m.node_created("default");
+    m.node_created("default");
+    m.node_terminated("default");
+    m.machine_created(REASON_PROVISIONING, "default");
+    m.machine_terminated("emptiness", "default");
+    m.machine_launched("default");
+    m.machine_registered("default");
+    m.machine_initialized("default");
+    let text = m.encode().expect("encodes");
+    assert!(text.contains("# TYPE karpenter_nodes_created counter"));
+    assert_eq!(
+        line_with(
+            &text,
+            "karpenter_nodes_created",
+            &[r#"provisioner="default""#]
+        ),
+        Some(r#"karpenter_nodes_created{provisioner="default"} 2"#)
+    );
+    assert!(
+        line_with(
+            &text,
+            "karpenter_machines_created",
+            &[r#"reason="provisioning""#, r#"provisioner="default""#]
+        )
+        .is_some()
+    );
+    for name in [
+        "karpenter_nodes_terminated",
+        "karpenter_machines_terminated",
+        "karpenter_machines_launched",
+        "karpenter_machines_registered",
+        "karpenter_machines_initialized",
+    ] {
+        assert!(
+            line_with(&text, name, &[r#"provisioner="default""#]).is_some(),
+            "{name} missing in\n{text}"
+        );
+    }
+}
+
+#[test]
+fn durations_and_cloud_provider_errors_are_recorded() {
+    let m = metrics();
+    m.observe_scheduling(Duration::from_millis(30));
+    let ice = CloudProviderError::InsufficientCapacity {
+        message: "none left".into(),
+        offerings: Vec::new(),
+    };
+    m.observe_cloudprovider_call(
+        "provisioning",
+        "Create",
+        "aws",
+        Duration::from_millis(800),
+        Some(&ice),
+    );
+    m.observe_cloudprovider_call("provisioning", "Create", "aws", Duration::ZERO, None);
+    let text = m.encode().expect("encodes");
+    assert!(text.contains("karpenter_provisioner_scheduling_duration_seconds_count 1"));
+    assert!(
+        text.contains("karpenter_provisioner_scheduling_duration_seconds_bucket{le=\"0.05\"} 1")
+    );
+    let count = line_with(
+        &text,
+        "karpenter_cloudprovider_duration_seconds_count",
+        &[
+            r#"controller="provisioning""#,
+            r#"method="Create""#,
+            r#"provider="aws""#,
+        ],
+    );
+    assert!(count.is_some_and(|l| l.ends_with(" 2")), "{text}");
+    assert_eq!(
+        line_with(
+            &text,
+            "karpenter_cloudprovider_errors_total",
+            &[r#"error="InsufficientCapacityError""#, r#"method="Create""#]
+        )
+        .map(|l| l.ends_with(" 1")),
+        Some(true)
+    );
+}
+
+#[test]
+fn a_pods_state_series_is_replaced_when_it_moves_and_removed_when_deleted() {
+    let m = metrics();
+    let pending = PodStateLabels {
+        name: "web-1".into(),
+        namespace: "shop".into(),
+        phase: "Pending".into(),
+        ..PodStateLabels::default()
+    };
+    m.set_pod_state("shop/web-1", pending.clone());
+    let running = PodStateLabels {
+        node: "ip-10-0-0-1".into(),
+        provisioner: "default".into(),
+        capacity_type: "spot".into(),
+        phase: "Running".into(),
+        ..pending
+    };
+    m.set_pod_state("shop/web-1", running);
+    let text = m.encode().expect("encodes");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("karpenter_pods_state{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{text}");
+    for label in POD_STATE_LABELS {
+        assert!(series[0].contains(&format!("{label}=")), "{label} missing");
+    }
+    assert!(series[0].contains(r#"phase="Running""#));
+    m.delete_pod_state("shop/web-1");
+    let text = m.encode().expect("encodes");
+    assert!(!text.contains("karpenter_pods_state{"));
+}
+
+#[test]
+fn provisioner_gauges_are_in_kubernetes_units_and_forgotten_with_the_provisioner() {
+    let m = metrics();
+    let limits = Resources::default().with("cpu", 1_000_000);
+    let usage = Resources::cpu_memory(250_000, 1 << 30);
+    m.set_provisioner_resources("default", &limits, &usage);
+    m.set_cost_per_hour("default", CapacityType::Spot, 0.42);
+    let text = m.encode().expect("encodes");
+    let cpu = [r#"provisioner="default""#, r#"resource_type="cpu""#];
+    assert_eq!(
+        line_with(&text, "karpenter_provisioner_limit", &cpu),
+        Some(r#"karpenter_provisioner_limit{provisioner="default",resource_type="cpu"} 1000"#)
+    );
+    assert!(
+        line_with(&text, "karpenter_provisioner_usage", &cpu).is_some_and(|l| l.ends_with(" 250"))
+    );
+    assert!(
+        line_with(&text, "karpenter_provisioner_usage_pct", &cpu)
+            .is_some_and(|l| l.ends_with(" 25"))
+    );
+    assert!(
+        line_with(
+            &text,
+            "nodewright_provisioner_cost_per_hour",
+            &[r#"capacity_type="spot""#, r#"provisioner="default""#]
+        )
+        .is_some_and(|l| l.ends_with(" 0.42"))
+    );
+    m.set_provisioner_resources("default", &limits, &Resources::default().with("cpu", 1000));
+    let text = m.encode().expect("encodes");
+    assert!(
+        line_with(
+            &text,
+            "karpenter_provisioner_usage",
+            &[r#"resource_type="memory""#]
+        )
+        .is_none(),
+        "memory usage went to zero and its series with it"
+    );
+    m.forget_provisioner("default");
+    let text = m.encode().expect("encodes");
+    assert!(!text.contains(r#"provisioner="default""#), "{text}");
+}
