@@ -9,12 +9,14 @@
 //! as the cheapest type that fits what it holds.
 
 pub(crate) mod finalize;
+pub(crate) mod fit;
 pub(crate) mod groups;
 pub(crate) mod model;
 pub(crate) mod patterns;
 pub(crate) mod place;
 pub(crate) mod provisioners;
 pub(crate) mod state;
+pub(crate) mod target;
 pub(crate) mod vector;
 
 use serde::{Deserialize, Serialize};
