@@ -566,3 +566,33 @@ fn cost_per_hour_prices_each_launched_node_at_its_offering() {
     let on_demand = cost[&("default".to_string(), CapacityType::OnDemand)];
     assert!((on_demand - (0.192 + 0.384)).abs() < 1e-9, "{on_demand}");
 }
+
+#[test]
+fn a_node_that_joined_before_registration_is_seen_as_its_machine_promised() {
+    let mut state = ClusterState::new();
+    state
+        .apply_provisioner(&from_json::<Provisioner>(provisioner("default")))
+        .expect("applies");
+    apply_machine(
+        &mut state,
+        launched(
+            machine("default-abcde", "default", &["m5.2xlarge"]),
+            "aws:///us-east-1a/i-1",
+        ),
+    );
+    // The kubelet created the node; registration has not labelled or untainted it yet.
+    let mut joined = node("ip-10-0-0-1.ec2.internal", "aws:///us-east-1a/i-1", None);
+    joined["spec"]["taints"] = json!([
+        {"key": labels::TAINT_NOT_READY, "effect": "NoSchedule"},
+        {"key": "team", "value": "a", "effect": "NoSchedule"}
+    ]);
+    state.apply_node(&from_json(joined)).expect("applies");
+    let mut waiting = pod("web-1", "2");
+    waiting["spec"]["nodeSelector"] = json!({labels::PROVISIONER_NAME: "default"});
+    waiting["spec"]["tolerations"] = json!([{"key": "team", "operator": "Exists"}]);
+    apply_pod(&mut state, unschedulable(waiting));
+    let plan = schedule(&state.schedule_input(&catalog(), &Settings::for_cluster("test")));
+    assert!(plan.nodes.is_empty(), "no second machine: {plan:?}");
+    assert_eq!(plan.existing.len(), 1);
+    assert_eq!(plan.existing[0].node, "ip-10-0-0-1.ec2.internal");
+}

@@ -135,10 +135,11 @@ impl ClusterState {
             .filter(|m| !m.deleting && self.node_of_machine(&m.machine).is_none())
     }
 
-    /// Registered nodes with the pods bound to them. A node still coming up (managed by
-    /// nodewright, not yet initialized) is shown as it will be: without its startup and
-    /// not-ready taints, and with the resources its machine promises where it has not reported
-    /// them yet. Nodes being deleted take no new pods.
+    /// Registered nodes with the pods bound to them. A node still coming up (one of
+    /// nodewright's, by label or by its machine, not yet initialized) is shown as it will be:
+    /// with its machine's labels, without its startup and not-ready taints, and with the
+    /// resources its machine promises where it has not reported them yet. Nodes being deleted
+    /// take no new pods.
     pub fn existing_nodes(&self) -> Vec<ExistingNode> {
         let machines_by_provider_id: HashMap<&str, &MachineEntry> = self
             .machines
@@ -162,8 +163,18 @@ impl ClusterState {
                     .provider_id
                     .as_deref()
                     .and_then(|id| machines_by_provider_id.get(id));
-                let coming_up = !entry.initialized && node.provisioner().is_some();
+                // Until registration copies them over, a new node lacks its machine's labels:
+                // seen without them, its pods' selectors would miss it and launch another.
+                let coming_up =
+                    !entry.initialized && (machine.is_some() || node.provisioner().is_some());
                 if coming_up {
+                    if let Some(m) = machine {
+                        for (key, value) in m.machine.metadata.labels.iter().flatten() {
+                            node.labels
+                                .entry(key.clone())
+                                .or_insert_with(|| value.clone());
+                        }
+                    }
                     let startup: &[Taint] = machine.map_or(&[], |m| &m.startup_taints);
                     node.taints.retain(|t| {
                         !EPHEMERAL_TAINTS.contains(&t.key.as_str())
