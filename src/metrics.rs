@@ -1,11 +1,9 @@
-//! Prometheus metrics with Karpenter's names and labels (v0.31, the last `v1alpha5` release), so
-//! that existing dashboards and alerts keep working, plus nodewright's own
-//! `nodewright_provisioner_cost_per_hour`. One [`Metrics`] owns its registry; `/metrics` serves
-//! [`Metrics::encode`].
+//! Prometheus metrics with Karpenter's names and labels, so that existing dashboards and alerts
+//! keep working, plus nodewright's own `nodewright_provisioner_cost_per_hour`. One [`Metrics`]
+//! owns its registry; `/metrics` serves [`Metrics::encode`].
 //!
-//! Karpenter's counters of that era carry no `_total` suffix (`karpenter_nodes_created`,
-//! `karpenter_machines_created`); `karpenter_cloudprovider_errors_total` does. Names are kept
-//! exactly as Karpenter spelled them.
+//! Counters carry the `_total` suffix DESIGN.md §6 names (`karpenter_nodes_created_total`), as
+//! Karpenter's own counters do from v0.32 on; v0.31 and older exported them without it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -137,7 +135,7 @@ impl Metrics {
         let scheduling_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "karpenter_provisioner_scheduling_duration_seconds",
-                "Duration of scheduling process in seconds.",
+                "Seconds one scheduling decision took, from pending pods to a plan.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
         )?;
@@ -145,7 +143,7 @@ impl Metrics {
         let cloudprovider_duration = HistogramVec::new(
             HistogramOpts::new(
                 "karpenter_cloudprovider_duration_seconds",
-                "Duration of cloud provider method calls. Labeled by the controller, method name and provider.",
+                "Seconds each cloud provider call took, by controller, method and provider.",
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["controller", "method", "provider"],
@@ -153,63 +151,63 @@ impl Metrics {
         registry.register(Box::new(cloudprovider_duration.clone()))?;
         Ok(Metrics {
             nodes_created: counter(
-                "karpenter_nodes_created",
-                "Number of nodes created in total by Karpenter. Labeled by owning provisioner.",
+                "karpenter_nodes_created_total",
+                "Nodes launched, by the provisioner they belong to.",
                 by_provisioner,
             )?,
             nodes_terminated: counter(
-                "karpenter_nodes_terminated",
-                "Number of nodes terminated in total by Karpenter. Labeled by owning provisioner.",
-                by_provisioner,
+                "karpenter_nodes_terminated_total",
+                "Nodes removed, by why (emptiness, expiration, consolidation, drift, interruption, …) and their provisioner.",
+                by_reason,
             )?,
             machines_created: counter(
-                "karpenter_machines_created",
-                "Number of machines created in total by Karpenter. Labeled by reason the machine was created and the owning provisioner.",
+                "karpenter_machines_created_total",
+                "Machines recorded for launch, by why (provisioning or a disruption's replacement) and their provisioner.",
                 by_reason,
             )?,
             machines_terminated: counter(
-                "karpenter_machines_terminated",
-                "Number of machines terminated in total by Karpenter. Labeled by reason the machine was terminated and the owning provisioner.",
+                "karpenter_machines_terminated_total",
+                "Machines deleted, by why and their provisioner.",
                 by_reason,
             )?,
             machines_launched: counter(
-                "karpenter_machines_launched",
-                "Number of machines launched in total by Karpenter. Labeled by the owning provisioner.",
+                "karpenter_machines_launched_total",
+                "Machines whose instance the cloud provider launched, by provisioner.",
                 by_provisioner,
             )?,
             machines_registered: counter(
-                "karpenter_machines_registered",
-                "Number of machines registered in total by Karpenter. Labeled by the owning provisioner.",
+                "karpenter_machines_registered_total",
+                "Machines whose node joined the cluster, by provisioner.",
                 by_provisioner,
             )?,
             machines_initialized: counter(
-                "karpenter_machines_initialized",
-                "Number of machines initialized in total by Karpenter. Labeled by the owning provisioner.",
+                "karpenter_machines_initialized_total",
+                "Machines whose node became ready for pods, by provisioner.",
                 by_provisioner,
             )?,
             pods_state: gauge(
                 "karpenter_pods_state",
-                "Pod state is the current state of pods. Labeled by the pod name, namespace, owner, node, provisioner name, zone, architecture, capacity type, instance type and pod phase.",
+                "One series per pod, valued 1, whose labels say where it runs (node, provisioner, zone, arch, capacity type, instance type) and its phase.",
                 &POD_STATE_LABELS,
             )?,
             cloudprovider_errors: counter(
                 "karpenter_cloudprovider_errors_total",
-                "Total number of errors returned from CloudProvider calls.",
+                "Failed cloud provider calls, by controller, method, provider and error kind.",
                 &["controller", "method", "provider", "error"],
             )?,
             provisioner_limit: gauge(
                 "karpenter_provisioner_limit",
-                "The Provisioner Limits are the limits specified on the provisioner that restrict the quantity of resources provisioned. Labeled by provisioner name and resource type.",
+                "A provisioner's spec.limits, per resource type, in Kubernetes units.",
                 by_resource,
             )?,
             provisioner_usage: gauge(
                 "karpenter_provisioner_usage",
-                "The Provisioner Usage is the amount of resources that have been provisioned by a particular provisioner. Labeled by provisioner name and resource type.",
+                "Capacity of the nodes a provisioner launched, per resource type, in Kubernetes units.",
                 by_resource,
             )?,
             provisioner_usage_pct: gauge(
                 "karpenter_provisioner_usage_pct",
-                "The Provisioner Usage Percentage is the percentage of each resource used based on the resources provisioned and the limits that have been configured in the range [0,100]. Labeled by provisioner name and resource type.",
+                "Usage as a percentage (0-100) of the limit, per provisioner and resource type.",
                 by_resource,
             )?,
             cost_per_hour: gauge(
@@ -240,9 +238,10 @@ impl Metrics {
         self.nodes_created.with_label_values(&[provisioner]).inc();
     }
 
-    pub fn node_terminated(&self, provisioner: &str) {
+    /// A node was removed; `reason` says why (`emptiness`, `consolidation`, `drift`, …).
+    pub fn node_terminated(&self, reason: &str, provisioner: &str) {
         self.nodes_terminated
-            .with_label_values(&[provisioner])
+            .with_label_values(&[reason, provisioner])
             .inc();
     }
 

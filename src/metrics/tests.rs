@@ -22,36 +22,36 @@ fn counters_appear_with_karpenters_names_and_labels() {
     let m = metrics();
     m.node_created("default");
     m.node_created("default");
-    m.node_terminated("default");
+    m.node_terminated("emptiness", "default");
     m.machine_created(REASON_PROVISIONING, "default");
     m.machine_terminated("emptiness", "default");
     m.machine_launched("default");
     m.machine_registered("default");
     m.machine_initialized("default");
     let text = m.encode().expect("encodes");
-    assert!(text.contains("# TYPE karpenter_nodes_created counter"));
+    assert!(text.contains("# TYPE karpenter_nodes_created_total counter"));
     assert_eq!(
         line_with(
             &text,
-            "karpenter_nodes_created",
+            "karpenter_nodes_created_total",
             &[r#"provisioner="default""#]
         ),
-        Some(r#"karpenter_nodes_created{provisioner="default"} 2"#)
+        Some(r#"karpenter_nodes_created_total{provisioner="default"} 2"#)
     );
     assert!(
         line_with(
             &text,
-            "karpenter_machines_created",
+            "karpenter_machines_created_total",
             &[r#"reason="provisioning""#, r#"provisioner="default""#]
         )
         .is_some()
     );
     for name in [
-        "karpenter_nodes_terminated",
-        "karpenter_machines_terminated",
-        "karpenter_machines_launched",
-        "karpenter_machines_registered",
-        "karpenter_machines_initialized",
+        "karpenter_nodes_terminated_total",
+        "karpenter_machines_terminated_total",
+        "karpenter_machines_launched_total",
+        "karpenter_machines_registered_total",
+        "karpenter_machines_initialized_total",
     ] {
         assert!(
             line_with(&text, name, &[r#"provisioner="default""#]).is_some(),
