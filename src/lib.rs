@@ -9,6 +9,7 @@
 //! - [`settings`] — the controller's settings from flags and environment, named like Karpenter's.
 //! - [`metrics`] — Prometheus metrics with Karpenter's names.
 //! - [`clock`] — injected time.
+//! - [`sim`] — the simulated cluster: an in-memory Kubernetes API server over HTTP.
 //! - [`cli`] — the command line.
 //! - [`telemetry`] — logging.
 //!
@@ -23,5 +24,6 @@ pub mod convert;
 pub mod metrics;
 pub mod plan;
 pub mod settings;
+pub mod sim;
 pub mod state;
 pub mod telemetry;

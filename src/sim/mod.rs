@@ -1,0 +1,9 @@
+//! The simulated cluster: an in-memory Kubernetes API server served over real HTTP, so the
+//! controller is exercised through its real `kube::Client`, watchers and patches without a
+//! kube-apiserver.
+//!
+//! - [`apiserver`]: the API server (`ApiServer::start`), its store and REST semantics.
+
+pub mod apiserver;
+
+pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};

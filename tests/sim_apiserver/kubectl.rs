@@ -1,0 +1,141 @@
+//! kubectl against the simulated server: get, describe, create -f, scale and delete.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, PostParams};
+use nodewright::apis::Provisioner;
+use serde_json::json;
+
+use crate::support::{api_error, client, create_pod, immediate, pod, server_with};
+
+/// Runs kubectl and returns its stdout; fails the test with stderr when kubectl fails.
+async fn kubectl(args: Vec<String>) -> String {
+    let shown = args.join(" ");
+    let output = tokio::task::spawn_blocking(move || Command::new("kubectl").args(&args).output())
+        .await
+        .expect("the kubectl task")
+        .unwrap_or_else(|error| panic!("kubectl must be installed and on PATH ({error})"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "kubectl {shown} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn with_server(url: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["--server".to_string(), url.to_string()];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_describes_creates_scales_and_deletes() {
+    let server = server_with(immediate).await;
+    let url = server.url();
+    let client = client(&server);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-1"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+    .expect("a node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("node created");
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    create_pod(&pods, pod("web", json!({"app": "web"}))).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "inflate"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "inflate"}},
+            "template": {"metadata": {"labels": {"app": "inflate"}},
+                "spec": {"containers": [{"name": "inflate", "image": "pause:3.9"}]}}},
+    }))
+    .expect("a deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("created");
+
+    let manifest =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/tutorial/provisioner.yaml");
+    let manifest = manifest.display().to_string();
+    // The server publishes no OpenAPI documents, which kubectl's client-side validation needs.
+    let created = kubectl(with_server(
+        &url,
+        &["create", "--validate=false", "-f", &manifest],
+    ))
+    .await;
+    assert!(
+        created.contains("provisioner.karpenter.sh/default created"),
+        "{created}"
+    );
+    let provisioners: Api<Provisioner> = Api::all(client.clone());
+    let stored = provisioners
+        .get("default")
+        .await
+        .expect("kubectl created it");
+    assert_eq!(stored.spec.ttl_seconds_after_empty, Some(30));
+
+    let listing = kubectl(with_server(&url, &["get", "nodes,pods,provisioners", "-A"])).await;
+    for expected in [
+        "node/node-1",
+        "pod/web",
+        "provisioner.karpenter.sh/default",
+        "Ready",
+        "Pending",
+    ] {
+        assert!(
+            listing.contains(expected),
+            "{expected:?} missing from:\n{listing}"
+        );
+    }
+
+    let described = kubectl(with_server(&url, &["describe", "pod", "web"])).await;
+    assert!(
+        described.contains("Name:") && described.contains("web"),
+        "{described}"
+    );
+    let described = kubectl(with_server(&url, &["describe", "provisioner", "default"])).await;
+    assert!(
+        described.contains("Ttl Seconds After Empty:  30"),
+        "{described}"
+    );
+
+    let scaled = kubectl(with_server(
+        &url,
+        &["scale", "deployment", "inflate", "--replicas=3"],
+    ))
+    .await;
+    assert!(
+        scaled.contains("deployment.apps/inflate scaled"),
+        "{scaled}"
+    );
+    let replicas = deployments
+        .get("inflate")
+        .await
+        .expect("the deployment")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(replicas, Some(3));
+
+    let deleted = kubectl(with_server(&url, &["delete", "pod", "web"])).await;
+    assert!(deleted.contains("pod \"web\" deleted"), "{deleted}");
+    assert_eq!(api_error(pods.get("web").await).0, 404);
+
+    let scale_calls = server
+        .requests()
+        .into_iter()
+        .filter(|record| {
+            record.resource == "deployments" && record.subresource.as_deref() == Some("scale")
+        })
+        .count();
+    assert!(
+        scale_calls > 0,
+        "kubectl scale goes through deployments/scale"
+    );
+}
