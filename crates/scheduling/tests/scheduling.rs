@@ -783,3 +783,33 @@ fn registered_nodes_are_filled_before_machines_still_launching() {
         .plan();
     assert_eq!(plan.existing[0].node, "registered");
 }
+
+#[test]
+fn pattern_packing_is_never_dearer_than_karpenters_first_fit() {
+    let pods: Vec<_> = pod("web")
+        .cpu("3152m")
+        .memory("5600Mi")
+        .times(30)
+        .into_iter()
+        .chain(pod("db").cpu("11300m").memory("48Gi").times(12))
+        .chain(pod("batch").cpu("7").memory("9Gi").times(9))
+        .collect();
+    let types = general_purpose_types();
+    let cheap = cluster()
+        .pods(pods.clone())
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    let karpenter = cluster()
+        .pods(pods)
+        .provisioner(provisioner("default").with_types(&types))
+        .settings(|s| s.packing = nodewright_scheduling::Packing::FirstFitDecreasing)
+        .plan();
+    assert!(cheap.unschedulable.is_empty());
+    assert!(
+        cheap.total_price_per_hour <= karpenter.total_price_per_hour + 1e-9,
+        "{} > {}",
+        cheap.total_price_per_hour,
+        karpenter.total_price_per_hour
+    );
+    assert!(cheap.cost_ratio.unwrap() < 1.25, "{:?}", cheap.cost_ratio);
+}

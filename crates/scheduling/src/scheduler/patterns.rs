@@ -33,27 +33,48 @@ pub(crate) struct Pool {
 }
 
 /// One node's contents, repeated `repeats` times: (index into the pool's groups, count).
-struct Layout {
-    pattern: Vec<(usize, usize)>,
-    used: ResVec,
-    repeats: usize,
+pub(crate) struct Layout {
+    pub pattern: Vec<(usize, usize)>,
+    pub used: ResVec,
+    pub repeats: usize,
 }
 
 /// Everything the fills need about one pool.
-struct PoolPrices<'a> {
-    p: &'a ProvModel,
+pub(crate) struct PoolPrices<'a> {
+    pub p: &'a ProvModel,
     /// (expected launch price, type) for the pool's types, cheapest first.
-    by_price: Vec<(f64, usize)>,
+    pub by_price: Vec<(f64, usize)>,
 }
 
 impl PoolPrices<'_> {
     /// The price of the cheapest type that holds `used`.
-    fn cheapest_holding(&self, used: &ResVec) -> Option<f64> {
+    pub(crate) fn cheapest_holding(&self, used: &ResVec) -> Option<f64> {
         self.by_price
             .iter()
             .find(|(_, t)| used.fits(&self.p.types[*t].alloc))
             .map(|(c, _)| *c)
     }
+}
+
+/// The types whose capacity a valuation prices closest to their cost.
+fn candidate_types(
+    prices: &PoolPrices<'_>,
+    cover: &[CoverOption],
+    duals: (f64, f64),
+) -> Vec<usize> {
+    let mut ranked: Vec<(f64, usize)> = prices
+        .by_price
+        .iter()
+        .zip(cover)
+        .map(|(&(_, t), o)| {
+            (
+                (duals.0 * o.cpu + duals.1 * o.memory) / o.price.max(1e-12),
+                t,
+            )
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.iter().take(CANDIDATE_TYPES).map(|r| r.1).collect()
 }
 
 /// How memory is valued against cpu: the LP's own dual prices, then a sweep of mixes, since
@@ -115,12 +136,40 @@ impl<'m> PackState<'m> {
                 valuations.push((raw.0 / scale, raw.1 / scale));
             }
         }
+        let model = self.model;
+        let worth_of = |duals: (f64, f64)| -> Vec<f64> {
+            pool.groups
+                .iter()
+                .map(|&(g, _)| {
+                    let req = &model.groups[g].req;
+                    duals.0 * req.0[CPU] as f64 + duals.1 * req.0[MEMORY] as f64
+                })
+                .collect()
+        };
         let mut best: Option<(f64, Vec<Layout>)> = None;
+        let mut all_candidates: Vec<usize> = Vec::new();
         for duals in valuations {
-            let (cost, layouts) = self.layouts(pool, &prices, &cover, duals);
+            let candidates = candidate_types(&prices, &cover, duals);
+            let (cost, layouts) =
+                self.layouts(&pool.groups, &prices, &candidates, &worth_of(duals));
+            for t in candidates {
+                if !all_candidates.contains(&t) {
+                    all_candidates.push(t);
+                }
+            }
             if best.as_ref().is_none_or(|(c, _)| cost < *c - 1e-9) {
                 best = Some((cost, layouts));
             }
+        }
+        // Column generation over the same types, rounded and completed greedily; kept when
+        // cheaper.
+        let worth = worth_of(solution.duals);
+        let seeds: &[Layout] = best.as_ref().map_or(&[], |(_, l)| l.as_slice());
+        if let Some((cost, layouts)) =
+            self.column_layouts(pool, &prices, &all_candidates, &worth, seeds)
+            && best.as_ref().is_none_or(|(c, _)| cost < *c - 1e-9)
+        {
+            best = Some((cost, layouts));
         }
         let Some((_, layouts)) = best else { return };
         let mut left: Vec<(usize, usize)> = pool.groups.clone();
@@ -136,52 +185,33 @@ impl<'m> PackState<'m> {
         }
     }
 
-    /// Greedy pattern packing under one valuation: the cost and the layouts.
-    fn layouts(
+    /// Greedy pattern packing of the pods `start` with a worth per pool group: the cost and
+    /// the layouts.
+    pub(crate) fn layouts(
         &self,
-        pool: &Pool,
+        start: &[(usize, usize)],
         prices: &PoolPrices<'_>,
-        cover: &[CoverOption],
-        duals: (f64, f64),
+        candidates: &[usize],
+        worth: &[f64],
     ) -> (f64, Vec<Layout>) {
-        let model = self.model;
         let p = prices.p;
-        let (dual_cpu, dual_memory) = duals;
-        let worth =
-            |req: &ResVec| dual_cpu * req.0[CPU] as f64 + dual_memory * req.0[MEMORY] as f64;
-        let mut ranked: Vec<(f64, usize)> = prices
-            .by_price
-            .iter()
-            .zip(cover)
-            .map(|(&(_, t), o)| {
-                (
-                    (dual_cpu * o.cpu + dual_memory * o.memory) / o.price.max(1e-12),
-                    t,
-                )
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let candidates: Vec<usize> = ranked.iter().take(CANDIDATE_TYPES).map(|r| r.1).collect();
-        let mut left: Vec<(usize, usize)> = pool.groups.clone();
+        let mut left: Vec<(usize, usize)> = start.to_vec();
         let mut layouts = Vec::new();
         let mut total = 0.0;
         while left.iter().any(|&(_, n)| n > 0) {
             // (efficiency, cost, pattern, requests)
             type Choice = (f64, f64, Vec<(usize, usize)>, ResVec);
             let mut best: Option<Choice> = None;
-            for &t in &candidates {
+            for &t in candidates {
                 for fill in [Fill::Balance, Fill::Worth] {
-                    let (pattern, used) = self.fill(&p.types[t].alloc, &left, fill, &worth);
+                    let (pattern, used) = self.fill(&p.types[t].alloc, &left, fill, worth);
                     if pattern.is_empty() {
                         continue;
                     }
                     let Some(cost) = prices.cheapest_holding(&used) else {
                         continue;
                     };
-                    let value: f64 = pattern
-                        .iter()
-                        .map(|&(i, n)| worth(&model.groups[left[i].0].req) * n as f64)
-                        .sum();
+                    let value: f64 = pattern.iter().map(|&(i, n)| worth[i] * n as f64).sum();
                     let efficiency = value / cost.max(1e-12);
                     if best
                         .as_ref()
@@ -218,16 +248,24 @@ impl<'m> PackState<'m> {
 
     /// A greedy fill of one node of capacity `capacity` from the pods `left`: (index into
     /// `left`, count) pairs and the total requests.
-    fn fill(
+    pub(crate) fn fill(
         &self,
         capacity: &ResVec,
         left: &[(usize, usize)],
         fill: Fill,
-        worth: &dyn Fn(&ResVec) -> f64,
+        worth: &[f64],
     ) -> (Vec<(usize, usize)>, ResVec) {
         let groups = &self.model.groups;
         let mut taken = vec![0usize; left.len()];
         let mut room = *capacity;
+        let mut fill = fill;
+        if let Fill::Seeded(i) = fill {
+            let req = &groups[left[i].0].req;
+            let n = (req.copies_in(&room) as usize).min(left[i].1);
+            taken[i] = n;
+            room = room.sub(&req.times(n as i64));
+            fill = Fill::Worth;
+        }
         loop {
             let mut best: Option<(f64, usize)> = None;
             for (i, &(g, n)) in left.iter().enumerate() {
@@ -244,7 +282,7 @@ impl<'m> PackState<'m> {
                             (req.0[d] as f64 / c) * (room.0[d] as f64 / c)
                         })
                         .sum::<f64>(),
-                    Fill::Worth => worth(req),
+                    Fill::Worth | Fill::Seeded(_) => worth[i],
                 };
                 if best.is_none_or(|(s, _)| score > s) {
                     best = Some((score, i));
@@ -325,7 +363,9 @@ impl<'m> PackState<'m> {
 }
 
 #[derive(Clone, Copy)]
-enum Fill {
+pub(crate) enum Fill {
     Balance,
     Worth,
+    /// As many pods of one group (index into `left`) as fit, then by worth.
+    Seeded(usize),
 }
