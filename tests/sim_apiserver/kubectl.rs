@@ -64,12 +64,8 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
     let manifest =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/tutorial/provisioner.yaml");
     let manifest = manifest.display().to_string();
-    // The server publishes no OpenAPI documents, which kubectl's client-side validation needs.
-    let created = kubectl(with_server(
-        &url,
-        &["create", "--validate=false", "-f", &manifest],
-    ))
-    .await;
+    // No --validate=false: the OpenAPI index tells kubectl the server validates fields.
+    let created = kubectl(with_server(&url, &["create", "-f", &manifest])).await;
     assert!(
         created.contains("provisioner.karpenter.sh/default created"),
         "{created}"
@@ -80,6 +76,13 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         .await
         .expect("kubectl created it");
     assert_eq!(stored.spec.ttl_seconds_after_empty, Some(30));
+
+    let applied = kubectl(with_server(&url, &["apply", "-f", &manifest])).await;
+    assert!(
+        applied.contains("provisioner.karpenter.sh/default configured")
+            || applied.contains("unchanged"),
+        "{applied}"
+    );
 
     let listing = kubectl(with_server(&url, &["get", "nodes,pods,provisioners", "-A"])).await;
     for expected in [

@@ -10,11 +10,12 @@
 //! - [`store`]: objects, resourceVersions, history; [`write`]: create/update/delete rules;
 //!   [`pods`]: binding and eviction; [`patch`]: the patch formats; [`watch`]: watch streams;
 //!   [`selectors`]: label and field selectors; [`route`] and [`router`]: HTTP;
-//!   [`discovery`] and [`table`]: what kubectl reads.
+//!   [`discovery`], [`openapi`] and [`table`]: what kubectl reads.
 
 pub mod discovery;
 pub mod kinds;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
 pub mod pods;
 pub mod resources;

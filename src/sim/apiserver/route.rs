@@ -16,6 +16,8 @@ pub enum Route {
     Groups,
     Group(String),
     GroupVersion { group: String, version: String },
+    OpenApiIndex,
+    OpenApi { group: String, version: String },
     Resource(Box<ResourceRoute>),
     Unknown,
 }
@@ -46,6 +48,15 @@ pub fn parse(registry: &Registry, path: &str) -> Route {
         ["api"] => Route::CoreVersions,
         ["apis"] => Route::Groups,
         ["apis", group] => Route::Group(group.to_string()),
+        ["openapi", "v3"] => Route::OpenApiIndex,
+        ["openapi", "v3", "api", version] => Route::OpenApi {
+            group: String::new(),
+            version: version.to_string(),
+        },
+        ["openapi", "v3", "apis", group, version] => Route::OpenApi {
+            group: group.to_string(),
+            version: version.to_string(),
+        },
         ["api", "v1", rest @ ..] => resource_route(registry, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource_route(registry, group, version, rest),
         _ => Route::Unknown,

@@ -19,7 +19,7 @@ use super::status::{self, ApiError};
 use super::store::{Filter, Store, WatchFrom};
 use super::watch::{self as watches, WatchParams};
 use super::write::{DeleteOptions, Deleted, Part, Propagation};
-use super::{RequestRecord, discovery, scale, table};
+use super::{RequestRecord, discovery, openapi, scale, table};
 
 /// Bodies larger than this are refused (the real server's limit is 3 MiB per object).
 const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -82,8 +82,16 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         &parts.headers,
     );
     let response = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => dispatch(&app, &parts.method, &parts.headers, route, &params, bytes)
-            .unwrap_or_else(|error| error_response(&error)),
+        Ok(bytes) => dispatch(
+            &app,
+            parts.uri.path(),
+            &parts.method,
+            &parts.headers,
+            route,
+            &params,
+            bytes,
+        )
+        .unwrap_or_else(|error| error_response(&error)),
         Err(_) => error_response(&ApiError::bad_request(format!(
             "the request body is unreadable or larger than {MAX_BODY_BYTES} bytes"
         ))),
@@ -112,6 +120,7 @@ pub fn error_response(error: &ApiError) -> Response {
 
 fn dispatch(
     app: &App,
+    path: &str,
     method: &Method,
     headers: &HeaderMap,
     route: Route,
@@ -121,7 +130,7 @@ fn dispatch(
     let registry = &app.store.registry;
     let read_only = |document: Option<Value>| match (method, document) {
         (&Method::GET, Some(document)) => Ok(json_response(200, &document)),
-        (&Method::GET, None) => Err(ApiError::no_route("group")),
+        (&Method::GET, None) => Err(ApiError::no_route(path)),
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     };
     match route {
@@ -139,7 +148,11 @@ fn dispatch(
         Route::GroupVersion { group, version } => {
             read_only(Some(discovery::resource_list(registry, &group, &version)))
         }
-        Route::Unknown => Err(ApiError::no_route("path")),
+        Route::OpenApiIndex => read_only(Some(openapi::index(registry))),
+        Route::OpenApi { group, version } => {
+            read_only(openapi::document(registry, &group, &version))
+        }
+        Route::Unknown => Err(ApiError::no_route(path)),
         Route::Resource(resource) => {
             resource_request(app, method, headers, &resource, params, body)
         }
