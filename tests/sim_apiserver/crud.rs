@@ -1,8 +1,10 @@
 //! Create, get and replace: identity, versions, generation, conflicts and error statuses.
 
 use axum::http::Method;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod};
+use kube::Resource;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use nodewright::apis::Provisioner;
 use serde_json::json;
 
@@ -278,5 +280,65 @@ async fn unknown_paths_are_404_and_unsupported_methods_405() {
     assert_eq!(
         (code, status["reason"].as_str()),
         (405, Some("MethodNotAllowed"))
+    );
+}
+
+#[tokio::test]
+async fn dry_run_create_answers_but_stores_nothing() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&server));
+    let version = server.resource_version();
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let answered = pods
+        .create(&params, &pod("web", json!({})))
+        .await
+        .expect("dry run");
+    assert!(
+        answered.metadata.uid.is_some(),
+        "the answer is the object as it would be"
+    );
+    assert_eq!(api_error(pods.get("web").await).0, 404);
+    assert_eq!(server.resource_version(), version);
+}
+
+#[tokio::test]
+async fn recorded_events_are_readable_as_core_events() {
+    let server = server().await;
+    let client = client(&server);
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let created = create_pod(&pods, pod("web", json!({}))).await;
+    let recorder = Recorder::new(client.clone(), Reporter::from("nodewright"));
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Nominated".into(),
+        note: Some("Pod should schedule on a new node".into()),
+        action: "Provisioning".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &created.object_ref(&()))
+        .await
+        .expect("recorded");
+    let core: Api<CoreEvent> = Api::default_namespaced(client);
+    let found = core
+        .list(&ListParams::default().fields("involvedObject.name=web,involvedObject.kind=Pod"))
+        .await
+        .expect("listed")
+        .items;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].reason.as_deref(), Some("Nominated"));
+    assert_eq!(
+        found[0].message.as_deref(),
+        Some("Pod should schedule on a new node")
+    );
+    assert_eq!(
+        found[0]
+            .source
+            .as_ref()
+            .and_then(|s| s.component.as_deref()),
+        Some("nodewright")
     );
 }

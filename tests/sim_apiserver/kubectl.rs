@@ -5,7 +5,9 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Resource;
 use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use nodewright::apis::Provisioner;
 use serde_json::json;
 
@@ -98,7 +100,24 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         );
     }
 
+    let recorder = Recorder::new(client.clone(), Reporter::from("nodewright"));
+    let nominated = Event {
+        type_: EventType::Normal,
+        reason: "Nominated".into(),
+        note: Some("Pod should schedule on a new node".into()),
+        action: "Provisioning".into(),
+        secondary: None,
+    };
+    let web = pods.get("web").await.expect("the pod");
+    recorder
+        .publish(&nominated, &web.object_ref(&()))
+        .await
+        .expect("an event recorded through events.k8s.io");
     let described = kubectl(with_server(&url, &["describe", "pod", "web"])).await;
+    assert!(
+        described.contains("Nominated") && described.contains("nodewright"),
+        "describe shows the recorded event:\n{described}"
+    );
     assert!(
         described.contains("Name:") && described.contains("web"),
         "{described}"

@@ -8,11 +8,12 @@
 //! simplifies, the module that does it says so.
 //!
 //! - [`store`]: objects, resourceVersions, history; [`write`]: create/update/delete rules;
-//!   [`pods`]: binding and eviction; [`patch`]: the patch formats; [`watch`]: watch streams;
+//!   [`pods`]: binding and eviction; [`events`]: the two Event APIs as one; [`patch`]: the patch formats; [`watch`]: watch streams;
 //!   [`selectors`]: label and field selectors; [`route`] and [`router`]: HTTP;
 //!   [`discovery`], [`openapi`] and [`table`]: what kubectl reads.
 
 pub mod discovery;
+pub mod events;
 pub mod kinds;
 pub mod meta;
 pub mod openapi;

@@ -186,6 +186,7 @@ fn resource_request(
     let name = resource.name.as_deref();
     let sub = resource.subresource.as_deref();
     let wants_watch = resource.watch_path || params.flag("watch");
+    let dry_run = dry_run(params)?;
     match (method, name, sub) {
         (&Method::GET, _, _) if wants_watch => watch(app, resource, params),
         (&Method::GET, None, None) => list(app, resource, params, headers),
@@ -205,18 +206,23 @@ fn resource_request(
         )),
         (&Method::POST, None, None) if resource.namespace.is_some() || !rt.namespaced => {
             let body = parse_json(&body)?;
-            let created = store.write(|writer| writer.create(rt, &namespace, body))?;
+            let created =
+                store.write_or_try(dry_run, |writer| writer.create(rt, &namespace, body))?;
             Ok(json_response(201, &created))
         }
         (&Method::POST, Some(name), Some("binding")) => {
             let binding = parse_json(&body)?;
-            store.write(|writer| writer.bind(rt, &namespace, name, &binding))?;
+            store.write_or_try(dry_run, |writer| {
+                writer.bind(rt, &namespace, name, &binding)
+            })?;
             Ok(json_response(201, &status::success(201, json!({}))))
         }
         (&Method::POST, Some(name), Some("eviction")) => {
             let eviction = parse_json(&body)?;
             let options = delete_options(eviction.get("deleteOptions"), params)?;
-            store.write(|writer| writer.evict(rt, &namespace, name, &options))?;
+            store.write_or_try(dry_run, |writer| {
+                writer.evict(rt, &namespace, name, &options)
+            })?;
             Ok(json_response(201, &status::success(201, json!({}))))
         }
         (&Method::PUT, Some(name), None | Some("status")) => {
@@ -226,19 +232,24 @@ fn resource_request(
                 Part::Main
             };
             let body = parse_json(&body)?;
-            let updated = store.write(|writer| writer.update(rt, &namespace, name, body, part))?;
+            let updated = store.write_or_try(dry_run, |writer| {
+                writer.update(rt, &namespace, name, body, part)
+            })?;
             Ok(json_response(200, &updated))
         }
         (&Method::PUT, Some(name), Some("scale")) => {
             let body = parse_json(&body)?;
-            let updated =
-                store.write(|writer| scale::replace(writer, rt, &namespace, name, &body))?;
+            let updated = store.write_or_try(dry_run, |writer| {
+                scale::replace(writer, rt, &namespace, name, &body)
+            })?;
             Ok(json_response(200, &scale::of(&updated)))
         }
         (&Method::PATCH, Some(name), _) => patch(app, headers, resource, name, params, &body),
         (&Method::DELETE, Some(name), None) => {
             let options = delete_body(&body, params)?;
-            match store.write(|writer| writer.delete(rt, &namespace, name, &options))? {
+            match store.write_or_try(dry_run, |writer| {
+                writer.delete(rt, &namespace, name, &options)
+            })? {
                 Deleted::Removed(last) => Ok(json_response(
                     200,
                     &status::success(
@@ -255,7 +266,7 @@ fn resource_request(
             let filter = filter(resource, params)?;
             let page = store.list(rt, &filter, None, None, None)?;
             let mut deleted = Vec::new();
-            store.write(|writer| {
+            store.write_or_try(dry_run, |writer| {
                 for item in &page.items {
                     let item_namespace = super::meta::namespace(item).unwrap_or_default();
                     let item_name = super::meta::name(item).unwrap_or_default();
@@ -413,9 +424,10 @@ fn patch(
         ));
     }
     let strategic = rt.strategic_merge;
+    let dry_run = dry_run(params)?;
     match resource.subresource.as_deref() {
         Some("scale") => {
-            let updated = store.write(|writer| {
+            let updated = store.write_or_try(dry_run, |writer| {
                 scale::patch(writer, rt, &namespace, name, |current_scale| {
                     patch::apply(kind, current_scale, &patch_body, true)
                 })
@@ -428,11 +440,21 @@ fn patch(
             } else {
                 Part::Main
             };
-            let result = store.write(|writer| {
+            let result = store.write_or_try(dry_run, |writer| {
                 let exists = writer.state.get(rt, &namespace, name).is_ok();
                 if kind == PatchKind::Apply && !exists && part == Part::Main {
+                    let mut body = patch_body.clone();
+                    match super::meta::name(&body) {
+                        Some(named) if named != name => {
+                            return Err(ApiError::bad_request(format!(
+                                "the name of the object ({named}) does not match the name on the URL ({name})"
+                            )));
+                        }
+                        Some(_) => {}
+                        None => super::meta::set(&mut body, "name", json!(name)),
+                    }
                     return writer
-                        .create(rt, &namespace, patch_body.clone())
+                        .create(rt, &namespace, body)
                         .map(|created| (201, created));
                 }
                 writer
@@ -443,6 +465,17 @@ fn patch(
             })?;
             Ok(json_response(result.0, &result.1))
         }
+    }
+}
+
+/// `dryRun=All` (the only value the API defines).
+fn dry_run(params: &Params) -> Result<bool, ApiError> {
+    match params.get("dryRun") {
+        None => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unsupported dryRun value {other:?}: only All is defined"
+        ))),
     }
 }
 

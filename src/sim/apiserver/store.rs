@@ -302,6 +302,20 @@ fn decode_continue(token: &str) -> Result<(u64, ObjectKey), ApiError> {
 }
 
 impl State {
+    /// A copy to try writes on (dry runs): same objects, a broadcast nobody hears.
+    pub fn scratch_copy(&self) -> Self {
+        Self {
+            resource_version: self.resource_version,
+            objects: self.objects.clone(),
+            history: self.history.clone(),
+            compacted: self.compacted,
+            counter: self.counter,
+            dependents: self.dependents.clone(),
+            changes: broadcast::channel(1).0,
+            history_limit: self.history_limit,
+        }
+    }
+
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<&Value, ApiError> {
         self.objects
             .get(&rt.key())

@@ -113,6 +113,35 @@ fn columns(rt: &ResourceType, now: SystemTime) -> Vec<Column> {
                 text(node, "/status/nodeInfo/kubeletVersion")
             }),
         ],
+        ("", "events") => vec![
+            column("Last Seen", "string", 0, move |event| {
+                let seen = ["/lastTimestamp", "/series/lastObservedTime", "/eventTime"]
+                    .iter()
+                    .find_map(|pointer| event.pointer(pointer).filter(|value| value.is_string()));
+                age_of(seen, now)
+            }),
+            column("Type", "string", 0, |event| text(event, "/type")),
+            column("Reason", "string", 0, |event| text(event, "/reason")),
+            column("Object", "string", 0, |event| {
+                let field = |name: &str| {
+                    event
+                        .pointer(&format!("/involvedObject/{name}"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                json!(format!(
+                    "{}/{}",
+                    field("kind").to_lowercase(),
+                    field("name")
+                ))
+            }),
+            column("Message", "string", 0, |event| text(event, "/message")),
+            Column {
+                priority: 1,
+                ..name
+            },
+        ],
         ("apps", "deployments") => vec![
             name,
             column("Ready", "string", 0, |deployment| {

@@ -69,6 +69,23 @@ impl Store {
         };
         action(&mut writer)
     }
+
+    /// Like [`Store::write`], or on a throw-away copy of the state when `dry_run` (the
+    /// `dryRun=All` parameter): the answer is the same, nothing is stored, no watcher hears.
+    pub fn write_or_try<R>(&self, dry_run: bool, action: impl FnOnce(&mut Writer<'_>) -> R) -> R {
+        if !dry_run {
+            return self.write(action);
+        }
+        let now = self.now();
+        let mut scratch = self.lock().scratch_copy();
+        let mut writer = Writer {
+            state: &mut scratch,
+            registry: &self.registry,
+            settings: &self.settings,
+            now,
+        };
+        action(&mut writer)
+    }
 }
 
 fn key_of(namespace: &str, name: &str) -> ObjectKey {
@@ -183,7 +200,9 @@ impl Writer<'_> {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &name, causes));
         }
-        Ok(self.state.put(rt.key(), key, body))
+        let stored = self.state.put(rt.key(), key.clone(), body);
+        self.mirror_event(rt, &key, Some(&stored));
+        Ok(stored)
     }
 
     fn require_namespace(&mut self, namespace: &str) -> Result<(), ApiError> {
@@ -313,7 +332,9 @@ impl Writer<'_> {
                 .remove(rt, &key)
                 .ok_or_else(|| ApiError::not_found(target(rt, name)));
         }
-        Ok(self.state.put(rt.key(), key, new))
+        let stored = self.state.put(rt.key(), key.clone(), new);
+        self.mirror_event(rt, &key, Some(&stored));
+        Ok(stored)
     }
 
     /// Reads the current object, lets `change` compute the new body, and writes it as an update
@@ -462,6 +483,7 @@ impl Writer<'_> {
     /// for the last object of a terminating namespace, the namespace.
     fn remove(&mut self, rt: &ResourceType, key: &ObjectKey) -> Option<Value> {
         let last = self.state.remove(&rt.key(), key)?;
+        self.mirror_event(rt, key, None);
         if let Some(uid) = meta::uid(&last) {
             self.delete_dependents(uid);
         }
