@@ -18,5 +18,7 @@ mod lists;
 mod patches;
 #[path = "sim_apiserver/pods.rs"]
 mod pods;
+#[path = "sim_apiserver/properties.rs"]
+mod properties;
 #[path = "sim_apiserver/watches.rs"]
 mod watches;

@@ -342,3 +342,20 @@ async fn recorded_events_are_readable_as_core_events() {
         Some("nodewright")
     );
 }
+
+#[tokio::test]
+async fn field_of_the_wrong_type_is_a_bad_request_naming_it() {
+    let server = server().await;
+    let client = client(&server);
+    let (code, status) = raw(
+        &client,
+        Method::POST,
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "three"}}"#,
+    )
+    .await;
+    assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.replicas"), "{message}");
+}

@@ -136,3 +136,29 @@ async fn request_log_records_verbs_resources_and_statuses() {
         ]
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_watches_and_stops_listening() {
+    use futures::StreamExt;
+    use kube::api::WatchParams;
+
+    let server = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&server));
+    let stream = pods
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("watching");
+    let address = server.address();
+    tokio::time::timeout(crate::support::PATIENCE, server.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("a clean shutdown");
+    let rest = tokio::time::timeout(crate::support::PATIENCE, stream.collect::<Vec<_>>())
+        .await
+        .expect("the watch ends");
+    assert!(rest.is_empty());
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "nothing listens any more"
+    );
+}

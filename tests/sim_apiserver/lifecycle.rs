@@ -303,3 +303,37 @@ async fn deleting_a_namespace_deletes_its_contents() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn delete_collection_removes_only_selected_objects() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&server));
+    for (name, app) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        create_pod(&pods, pod(name, json!({"app": app}))).await;
+    }
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=web"),
+    )
+    .await
+    .expect("deleted");
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|pod| pod.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn namespaces_are_created_on_first_use_when_configured() {
+    let server = server_with(|config| config.auto_create_namespaces = true).await;
+    let client = client(&server);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
+    create_pod(&pods, pod("web", json!({}))).await;
+    let namespaces: Api<Namespace> = Api::all(client);
+    assert!(namespaces.get("team").await.is_ok());
+}

@@ -105,6 +105,38 @@ fn default_deployment(deployment: &mut Value) {
     }
 }
 
+/// Whether the object decodes as its built-in type, as the real server decodes every body:
+/// a field of the wrong shape (`"replicas": "three"`) is a 400 naming the field.
+pub fn decodes(rt: &ResourceType, object: &Value) -> Result<(), String> {
+    use k8s_openapi::api::{apps, coordination, core, events, policy};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+    fn check<K: DeserializeOwned>(object: &Value) -> Result<(), String> {
+        serde_path_to_error::deserialize::<_, K>(object.clone())
+            .map(|_| ())
+            .map_err(|error| format!("{}: {}", error.path(), error.inner()))
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => check::<core::v1::Pod>(object),
+        ("", "nodes") => check::<core::v1::Node>(object),
+        ("", "namespaces") => check::<core::v1::Namespace>(object),
+        ("", "events") => check::<core::v1::Event>(object),
+        ("", "configmaps") => check::<core::v1::ConfigMap>(object),
+        ("", "services") => check::<core::v1::Service>(object),
+        ("", "serviceaccounts") => check::<core::v1::ServiceAccount>(object),
+        ("apps", "deployments") => check::<apps::v1::Deployment>(object),
+        ("apps", "replicasets") => check::<apps::v1::ReplicaSet>(object),
+        ("apps", "daemonsets") => check::<apps::v1::DaemonSet>(object),
+        ("apps", "statefulsets") => check::<apps::v1::StatefulSet>(object),
+        ("policy", "poddisruptionbudgets") => check::<policy::v1::PodDisruptionBudget>(object),
+        ("coordination.k8s.io", "leases") => check::<coordination::v1::Lease>(object),
+        ("events.k8s.io", "events") => check::<events::v1::Event>(object),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            check::<apiextensions::CustomResourceDefinition>(object)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Every problem of an object the real server would refuse with 422.
 pub fn validate(rt: &ResourceType, object: &Value) -> Vec<Cause> {
     match (rt.group.as_str(), rt.plural.as_str()) {

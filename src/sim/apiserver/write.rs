@@ -195,6 +195,7 @@ impl Writer<'_> {
         ] {
             meta::remove(&mut body, system);
         }
+        kinds::decodes(rt, &body).map_err(|why| undecodable(rt, &why))?;
         kinds::prepare_create(rt, &mut body);
         let causes = kinds::validate(rt, &body);
         if !causes.is_empty() {
@@ -316,6 +317,7 @@ impl Writer<'_> {
             let generation = old.pointer("/metadata/generation").and_then(Value::as_i64);
             meta::set(&mut new, "generation", json!(generation.unwrap_or(0) + 1));
         }
+        kinds::decodes(rt, &new).map_err(|why| undecodable(rt, &why))?;
         let mut causes = kinds::validate_update(rt, &old, &new);
         if spec_changed {
             causes.extend(kinds::validate(rt, &new));
@@ -572,6 +574,14 @@ impl Writer<'_> {
             None
         }
     }
+}
+
+fn undecodable(rt: &ResourceType, why: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "the object is not a valid {} {}: {why}",
+        rt.api_version(),
+        rt.kind
+    ))
 }
 
 /// Copies `from[field]` onto `to[field]`, removing it from `to` when `from` lacks it.
