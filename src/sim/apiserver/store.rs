@@ -4,7 +4,9 @@
 //! One `std::sync::Mutex` guards the state; it is held only for in-memory work, never across an
 //! await, and changes are broadcast while it is held so every watcher sees them in version order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -212,9 +214,20 @@ impl Store {
             None => (exact_version.unwrap_or(state.resource_version), None),
         };
         let snapshot = state.snapshot(&rt.key(), version)?;
+        // Keys sort by namespace, then name: start after the cursor or at the namespace.
+        let start = match (after, &filter.namespace) {
+            (Some(after), _) => Bound::Excluded(after),
+            (None, Some(namespace)) => Bound::Included((namespace.clone(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
         let matching: Vec<(&ObjectKey, &Value)> = snapshot
-            .iter()
-            .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| {
+                filter
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|namespace| &key.0 == namespace)
+            })
             .filter(|(_, object)| filter.matches(object))
             .collect();
         let taken = match limit {
@@ -338,12 +351,19 @@ impl State {
         &'a self,
         resource: &ResourceKey,
         namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Value)> + 'a {
-        self.objects
-            .get(resource)
-            .into_iter()
-            .flatten()
-            .filter(move |(key, _)| namespace.is_none_or(|namespace| key.0 == namespace))
+    ) -> Box<dyn Iterator<Item = (&'a ObjectKey, &'a Value)> + 'a> {
+        let Some(objects) = self.objects.get(resource) else {
+            return Box::new(std::iter::empty());
+        };
+        match namespace {
+            // Keys sort by namespace first, so one namespace is one contiguous range.
+            Some(namespace) => Box::new(
+                objects
+                    .range((namespace.to_string(), String::new())..)
+                    .take_while(move |(key, _)| key.0 == namespace),
+            ),
+            None => Box::new(objects.iter()),
+        }
     }
 
     /// The objects of one resource as they were at `version`, undoing later changes.
@@ -351,16 +371,20 @@ impl State {
         &self,
         resource: &ResourceKey,
         version: u64,
-    ) -> Result<BTreeMap<ObjectKey, Value>, ApiError> {
-        let mut objects = self.objects.get(resource).cloned().unwrap_or_default();
+    ) -> Result<Cow<'_, BTreeMap<ObjectKey, Value>>, ApiError> {
+        let current = match self.objects.get(resource) {
+            Some(objects) => Cow::Borrowed(objects),
+            None => Cow::Owned(BTreeMap::new()),
+        };
         if version >= self.resource_version {
-            return Ok(objects);
+            return Ok(current);
         }
         if version < self.compacted {
             return Err(ApiError::gone(format!(
                 "The provided continue parameter is too old to display a consistent list result (version {version} is compacted). You can start a new list without the continue parameter."
             )));
         }
+        let mut objects = current.into_owned();
         for change in self.history.iter().rev() {
             if change.resource_version <= version {
                 break;
@@ -373,7 +397,7 @@ impl State {
                 None => objects.remove(&change.key),
             };
         }
-        Ok(objects)
+        Ok(Cow::Owned(objects))
     }
 
     /// Writes an object under a new resourceVersion and tells watchers.

@@ -562,13 +562,16 @@ impl Writer<'_> {
             .state
             .object(&namespaces_key(), &key)
             .is_some_and(|found| meta::is_deleting(found) && meta::finalizers(found).is_empty());
+        if !terminating {
+            return None;
+        }
         let empty = self.registry.namespaced_keys().iter().all(|resource| {
             self.state
                 .objects_in(resource, Some(namespace))
                 .next()
                 .is_none()
         });
-        if terminating && empty {
+        if empty {
             self.state.remove(&namespaces_key(), &key)
         } else {
             None
