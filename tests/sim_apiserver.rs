@@ -20,5 +20,7 @@ mod patches;
 mod pods;
 #[path = "sim_apiserver/properties.rs"]
 mod properties;
+#[path = "sim_apiserver/runtime.rs"]
+mod runtime;
 #[path = "sim_apiserver/watches.rs"]
 mod watches;

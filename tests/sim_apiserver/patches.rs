@@ -314,3 +314,27 @@ async fn merge_patch_with_a_stale_resource_version_is_a_conflict() {
         .await;
     assert_eq!(api_error(outcome), (409, "Conflict".into()));
 }
+
+#[tokio::test]
+async fn json_patch_test_of_a_missing_path_for_null_passes_as_upstream() {
+    let server = server().await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client(&server));
+    created_deployment(&deployments).await;
+    let operations: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/cleanup"]},
+    ]))
+    .expect("a JSON patch");
+    let patched = deployments
+        .patch(
+            "inflate",
+            &PatchParams::default(),
+            &Patch::Json::<()>(operations),
+        )
+        .await
+        .expect("the first finalizer is added");
+    assert_eq!(
+        patched.metadata.finalizers.unwrap_or_default(),
+        ["example.com/cleanup"]
+    );
+}

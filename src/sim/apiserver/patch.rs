@@ -67,9 +67,21 @@ pub fn apply(
         PatchKind::Json => {
             let operations: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|error| ApiError::bad_request(format!("invalid JSON patch: {error}")))?;
-            json_patch::patch(&mut result, &operations).map_err(|error| {
-                ApiError::invalid("Patch", "", vec![("patch".into(), error.to_string())])
-            })?;
+            for operation in operations.iter() {
+                // As the real server (evanphx/json-patch) does, testing a missing path for
+                // null passes: kube's finalizer helper relies on it for the first finalizer.
+                if let json_patch::PatchOperation::Test(test) = operation
+                    && test.value.is_null()
+                    && result.pointer(test.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                json_patch::patch(&mut result, std::slice::from_ref(operation)).map_err(
+                    |error| {
+                        ApiError::invalid("Patch", "", vec![("patch".into(), error.to_string())])
+                    },
+                )?;
+            }
         }
         PatchKind::Merge => merge_patch(&mut result, patch),
         PatchKind::Strategic | PatchKind::Apply if strategic => {
