@@ -281,6 +281,17 @@ async fn unknown_paths_are_404_and_unsupported_methods_405() {
         (code, status["reason"].as_str()),
         (405, Some("MethodNotAllowed"))
     );
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    create_pod(&pods, pod("web", json!({}))).await;
+    let (code, _) = raw(
+        &client,
+        Method::PATCH,
+        "/api/v1/namespaces/default/pods/web/binding",
+        "application/merge-patch+json",
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 405, "a binding is only ever created");
 }
 
 #[tokio::test]

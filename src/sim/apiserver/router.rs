@@ -244,7 +244,9 @@ fn resource_request(
             })?;
             Ok(json_response(200, &scale::of(&updated)))
         }
-        (&Method::PATCH, Some(name), _) => patch(app, headers, resource, name, params, &body),
+        (&Method::PATCH, Some(name), None | Some("status" | "scale")) => {
+            patch(app, headers, resource, name, params, &body)
+        }
         (&Method::DELETE, Some(name), None) => {
             let options = delete_body(&body, params)?;
             match store.write_or_try(dry_run, |writer| {
