@@ -29,16 +29,44 @@ async fn kubectl(args: Vec<String>) -> String {
     stdout
 }
 
-fn with_server(url: &str, args: &[&str]) -> Vec<String> {
-    let mut all = vec!["--server".to_string(), url.to_string()];
-    all.extend(args.iter().map(|arg| arg.to_string()));
-    all
+/// kubectl's flags for the server: its kubeconfig (so no user kubeconfig's credentials or
+/// context apply) and, explicitly, its address.
+struct Target {
+    kubeconfig: PathBuf,
+    url: String,
+}
+
+impl Target {
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            "--kubeconfig".to_string(),
+            self.kubeconfig.display().to_string(),
+            "--server".to_string(),
+            self.url.clone(),
+        ];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        all
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_gets_describes_creates_scales_and_deletes() {
     let server = server_with(immediate).await;
-    let url = server.url();
+    let kubeconfig = std::env::temp_dir().join(format!(
+        "nodewright-kubectl-{}.kubeconfig",
+        server.address().port()
+    ));
+    server.write_kubeconfig(&kubeconfig).expect("a kubeconfig");
+    let target = Target {
+        kubeconfig,
+        url: server.url(),
+    };
     let client = client(&server);
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-1"},
@@ -67,7 +95,7 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/tutorial/provisioner.yaml");
     let manifest = manifest.display().to_string();
     // No --validate=false: the OpenAPI index tells kubectl the server validates fields.
-    let created = kubectl(with_server(&url, &["create", "-f", &manifest])).await;
+    let created = kubectl(target.args(&["create", "-f", &manifest])).await;
     assert!(
         created.contains("provisioner.karpenter.sh/default created"),
         "{created}"
@@ -79,14 +107,14 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         .expect("kubectl created it");
     assert_eq!(stored.spec.ttl_seconds_after_empty, Some(30));
 
-    let applied = kubectl(with_server(&url, &["apply", "-f", &manifest])).await;
+    let applied = kubectl(target.args(&["apply", "-f", &manifest])).await;
     assert!(
         applied.contains("provisioner.karpenter.sh/default configured")
             || applied.contains("unchanged"),
         "{applied}"
     );
 
-    let listing = kubectl(with_server(&url, &["get", "nodes,pods,provisioners", "-A"])).await;
+    let listing = kubectl(target.args(&["get", "nodes,pods,provisioners", "-A"])).await;
     for expected in [
         "node/node-1",
         "pod/web",
@@ -113,7 +141,7 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         .publish(&nominated, &web.object_ref(&()))
         .await
         .expect("an event recorded through events.k8s.io");
-    let described = kubectl(with_server(&url, &["describe", "pod", "web"])).await;
+    let described = kubectl(target.args(&["describe", "pod", "web"])).await;
     assert!(
         described.contains("Nominated") && described.contains("nodewright"),
         "describe shows the recorded event:\n{described}"
@@ -122,17 +150,13 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         described.contains("Name:") && described.contains("web"),
         "{described}"
     );
-    let described = kubectl(with_server(&url, &["describe", "provisioner", "default"])).await;
+    let described = kubectl(target.args(&["describe", "provisioner", "default"])).await;
     assert!(
         described.contains("Ttl Seconds After Empty:  30"),
         "{described}"
     );
 
-    let scaled = kubectl(with_server(
-        &url,
-        &["scale", "deployment", "inflate", "--replicas=3"],
-    ))
-    .await;
+    let scaled = kubectl(target.args(&["scale", "deployment", "inflate", "--replicas=3"])).await;
     assert!(
         scaled.contains("deployment.apps/inflate scaled"),
         "{scaled}"
@@ -145,7 +169,7 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
         .and_then(|s| s.replicas);
     assert_eq!(replicas, Some(3));
 
-    let deleted = kubectl(with_server(&url, &["delete", "pod", "web"])).await;
+    let deleted = kubectl(target.args(&["delete", "pod", "web"])).await;
     assert!(deleted.contains("pod \"web\" deleted"), "{deleted}");
     assert_eq!(api_error(pods.get("web").await).0, 404);
 
