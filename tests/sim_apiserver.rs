@@ -1,11 +1,14 @@
 //! Conformance of the simulated API server (`nodewright::sim`) with the Kubernetes API
-//! conventions, through a real `kube::Client` over HTTP, and a kubectl smoke test.
+//! conventions, through a real `kube::Client` over HTTP, a kubectl smoke test, and the
+//! simulated deployment controller running against it.
 
 #[path = "sim_apiserver/support.rs"]
 mod support;
 
 #[path = "sim_apiserver/crud.rs"]
 mod crud;
+#[path = "sim_apiserver/deployments.rs"]
+mod deployments;
 #[path = "sim_apiserver/discovery.rs"]
 mod discovery;
 #[path = "sim_apiserver/kubectl.rs"]

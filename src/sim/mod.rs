@@ -3,7 +3,9 @@
 //! kube-apiserver.
 //!
 //! - [`apiserver`]: the API server (`ApiServer::start`), its store and REST semantics.
+//! - [`deployments`]: the deployment controller (replicas pods per Deployment).
 
 pub mod apiserver;
+pub mod deployments;
 
 pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};
