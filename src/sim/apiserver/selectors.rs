@@ -280,7 +280,7 @@ impl FieldSelector {
         })
     }
 
-    /// The `metadata.name` this selector pins, if any (a single-object watch).
+    /// Whether the selector has no requirements (it matches everything).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
