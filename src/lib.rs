@@ -26,4 +26,5 @@ pub mod plan;
 pub mod settings;
 pub mod sim;
 pub mod state;
+mod sync;
 pub mod telemetry;

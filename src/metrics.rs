@@ -18,6 +18,7 @@ use prometheus::{
 };
 
 use crate::cloudprovider::CloudProviderError;
+use crate::sync::lock;
 
 /// Why a machine was created (`karpenter_machines_created{reason}`).
 pub const REASON_PROVISIONING: &str = "provisioning";
@@ -410,13 +411,6 @@ fn kubernetes_units(resource: &str, value: i64) -> f64 {
     } else {
         value as f64
     }
-}
-
-/// A poisoned lock still holds consistent label bookkeeping: every update is one insert.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -303,17 +303,7 @@ impl FakeCloudProvider {
     fn offered_types(&self) -> Result<Vec<InstanceType>> {
         self.injected(FakeCall::InstanceTypes)?;
         let mut types = self.instance_types.clone();
-        for instance_type in &mut types {
-            for offering in &mut instance_type.offerings {
-                if self.unavailable.is_unavailable(
-                    &instance_type.name,
-                    &offering.zone,
-                    offering.capacity_type,
-                ) {
-                    offering.available = false;
-                }
-            }
-        }
+        self.unavailable.mark(&mut types);
         Ok(types)
     }
 }

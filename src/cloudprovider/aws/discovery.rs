@@ -12,6 +12,7 @@ use super::ec2::{Ec2Api, Filter, SecurityGroup, Subnet};
 use super::unavailable::UnavailableOfferings;
 use crate::cloudprovider::clock::{Clock, expired};
 use crate::cloudprovider::error::CloudProviderError;
+use crate::sync::lock;
 
 /// The selector key that lists resource ids instead of tags.
 pub const AWS_IDS: &str = "aws-ids";
@@ -166,12 +167,6 @@ fn non_empty_filters(
         )));
     }
     Ok(filters)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

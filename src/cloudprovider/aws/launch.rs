@@ -148,16 +148,7 @@ impl AwsCloudProvider {
         let (images, user_data) = if template.launch_template_name.is_some() {
             (BTreeMap::new(), None)
         } else {
-            let variants: BTreeSet<ImageVariant> = types.iter().filter_map(variant_of).collect();
-            let images = self
-                .amis
-                .resolve(
-                    template.ami_family,
-                    &template.ami_selector,
-                    &self.settings.kubernetes_version,
-                    &variants,
-                )
-                .await?;
+            let images = self.images_for(template, &types).await?;
             types.retain(|t| variant_of(t).is_some_and(|v| images.contains_key(&v)));
             if types.is_empty() {
                 return Err(CloudProviderError::InvalidConfiguration(format!(

@@ -12,6 +12,7 @@ use super::ec2::{Ec2Api, Filter, LaunchTemplateData, NewLaunchTemplate};
 use super::errors::Ec2ErrorKind;
 use crate::cloudprovider::clock::{Clock, expired};
 use crate::cloudprovider::error::CloudProviderError;
+use crate::sync::lock;
 
 /// Every launch template nodewright creates is named `nodewright/<cluster>/<hash>`.
 pub const LAUNCH_TEMPLATE_PREFIX: &str = "nodewright/";
@@ -169,12 +170,6 @@ impl LaunchTemplates {
     fn record(&self, name: &str) {
         lock(&self.known).insert(name.to_string(), self.clock.now());
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

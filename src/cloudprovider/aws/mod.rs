@@ -36,7 +36,7 @@ pub use memory::InMemoryEc2;
 pub use pricing::PricingApi;
 pub use sdk::{SdkEc2, SdkSettings};
 
-use self::ami::{AMI_CACHE_TTL, AmiResolver, ResolvedImage, variant_of};
+use self::ami::{AMI_CACHE_TTL, AmiResolver, ImageVariant, ResolvedImage, variant_of};
 use self::discovery::{DISCOVERY_TTL, Discovery};
 use self::ec2::{SecurityGroup, Subnet};
 use self::instance_types::{INSTANCE_TYPES_TTL, InstanceTypeCatalog};
@@ -153,15 +153,8 @@ impl AwsCloudProvider {
             .await?;
         let zones = subnets.iter().map(|s| s.zone.clone()).collect();
         let types = self.priced_instance_types(&zones).await?;
-        let variants = types.iter().filter_map(variant_of).collect();
         let images = self
-            .amis
-            .resolve(
-                template.ami_family,
-                &template.ami_selector,
-                &self.settings.kubernetes_version,
-                &variants,
-            )
+            .images_for(template, &types)
             .await?
             .into_values()
             .collect();
@@ -214,17 +207,9 @@ impl AwsCloudProvider {
         }
         for instance_type in &mut types {
             instance_type.offerings.retain(|o| zones.contains(&o.zone));
-            for offering in &mut instance_type.offerings {
-                if self.unavailable.is_unavailable(
-                    &instance_type.name,
-                    &offering.zone,
-                    offering.capacity_type,
-                ) {
-                    offering.available = false;
-                }
-            }
         }
         types.retain(|t| !t.offerings.is_empty());
+        self.unavailable.mark(&mut types);
         Ok(types)
     }
 
@@ -244,18 +229,27 @@ impl AwsCloudProvider {
         if template.launch_template_name.is_some() {
             return Ok(types);
         }
+        let images = self.images_for(template, &types).await?;
+        types.retain(|t| variant_of(t).is_some_and(|v| images.contains_key(&v)));
+        Ok(types)
+    }
+
+    /// The template's image for each kind of machine (arch, accelerator) among `types`; a type
+    /// whose kind is missing cannot boot from this template.
+    async fn images_for(
+        &self,
+        template: &NodeTemplate,
+        types: &[InstanceType],
+    ) -> Result<BTreeMap<ImageVariant, ResolvedImage>> {
         let variants = types.iter().filter_map(variant_of).collect();
-        let images = self
-            .amis
+        self.amis
             .resolve(
                 template.ami_family,
                 &template.ami_selector,
                 &self.settings.kubernetes_version,
                 &variants,
             )
-            .await?;
-        types.retain(|t| variant_of(t).is_some_and(|v| images.contains_key(&v)));
-        Ok(types)
+            .await
     }
 
     async fn drift(

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use nodewright_scheduling::instance_type::CapacityType;
+use nodewright_scheduling::instance_type::{CapacityType, InstanceType};
 
 use crate::cloudprovider::clock::Clock;
 use crate::cloudprovider::error::OfferingKey;
+use crate::sync::lock;
 
 /// How long an offering stays out after an insufficient-capacity error.
 pub const UNAVAILABLE_OFFERINGS_TTL: Duration = Duration::from_secs(3 * 60);
@@ -43,6 +44,18 @@ impl UnavailableOfferings {
         };
         let until = self.clock.now() + self.ttl;
         lock(&self.offerings).insert(key, until);
+    }
+
+    /// Marks every offering of `types` that is held out as unavailable.
+    pub fn mark(&self, types: &mut [InstanceType]) {
+        for instance_type in types {
+            for offering in &mut instance_type.offerings {
+                if self.is_unavailable(&instance_type.name, &offering.zone, offering.capacity_type)
+                {
+                    offering.available = false;
+                }
+            }
+        }
     }
 
     pub fn is_unavailable(
@@ -98,12 +111,6 @@ impl UnavailableOfferings {
         held.sort();
         held
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

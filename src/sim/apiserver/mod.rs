@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch as signal;
 
 use crate::cloudprovider::{Clock, SystemClock};
+use crate::sync::lock;
 pub use resources::{Registry, ResourceType};
 pub use status::ApiError;
 pub use store::PodTermination;
@@ -278,11 +279,7 @@ impl ApiServer {
 
     /// Every request answered so far, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.app
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.app.log).clone()
     }
 
     /// The newest resourceVersion.

@@ -20,6 +20,7 @@ use super::store::{Filter, Store, WatchFrom};
 use super::watch::{self as watches, WatchParams};
 use super::write::{DeleteOptions, Deleted, Part, Propagation};
 use super::{RequestRecord, discovery, openapi, scale, table};
+use crate::sync::lock;
 
 /// Bodies larger than this are refused (the real server's limit is 3 MiB per object).
 const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -97,10 +98,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         ))),
     };
     record.status = response.status().as_u16();
-    app.log
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push(record);
+    lock(&app.log).push(record);
     response
 }
 

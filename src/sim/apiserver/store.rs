@@ -178,9 +178,7 @@ impl Store {
     /// The state, even if a panicking thread poisoned the lock (the data stays consistent because
     /// every write completes before it is committed).
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     pub fn now(&self) -> SystemTime {
