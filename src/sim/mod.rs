@@ -4,8 +4,10 @@
 //!
 //! - [`apiserver`]: the API server (`ApiServer::start`), its store and REST semantics.
 //! - [`deployments`]: the deployment controller (replicas pods per Deployment).
+//! - [`scheduler`]: kube-scheduler (binds pending pods to Ready nodes they fit).
 
 pub mod apiserver;
 pub mod deployments;
+pub mod scheduler;
 
 pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};
