@@ -4,10 +4,12 @@
 //!
 //! - [`apiserver`]: the API server (`ApiServer::start`), its store and REST semantics.
 //! - [`deployments`]: the deployment controller (replicas pods per Deployment).
+//! - [`kubelet`]: kubelets (a Node per running instance, pods Running on it).
 //! - [`scheduler`]: kube-scheduler (binds pending pods to Ready nodes they fit).
 
 pub mod apiserver;
 pub mod deployments;
+pub mod kubelet;
 pub mod scheduler;
 
 pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};
