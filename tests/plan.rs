@@ -7,6 +7,7 @@ use std::process::Command;
 
 use nodewright::plan::{self, CatalogSource, ClusterInput};
 use nodewright_scheduling::allocatable::AllocatableSettings;
+use nodewright_scheduling::labels;
 use serde_json::Value;
 
 fn repo(path: &str) -> PathBuf {
@@ -98,6 +99,26 @@ fn tutorial_pods_fit_one_spot_node() {
     assert_eq!(plan["totalPricePerHour"].as_f64(), Some(price));
     assert_eq!(plan["pricesKnown"], true);
     assert!(plan["unschedulable"].as_array().is_some_and(Vec::is_empty));
+    // The provisioner names no arch or instance kinds, so Karpenter's defaults apply: amd64,
+    // categories c/m/r, generation above 2 — the tutorial's images run on what is planned.
+    let catalog = CatalogSource::default().load().expect("catalog loads");
+    for name in candidates.iter().filter_map(Value::as_str) {
+        let labels = &catalog
+            .instance_types
+            .iter()
+            .find(|t| t.name == name)
+            .expect("candidate is in the catalog")
+            .labels;
+        assert_eq!(labels[labels::ARCH], "amd64", "{name}");
+        assert!(
+            ["c", "m", "r"].contains(&labels[labels::INSTANCE_CATEGORY].as_str()),
+            "{name}"
+        );
+        let generation: u32 = labels[labels::INSTANCE_GENERATION]
+            .parse()
+            .expect("a number");
+        assert!(generation > 2, "{name}");
+    }
 }
 
 #[test]

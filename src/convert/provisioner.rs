@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use nodewright_scheduling::allocatable::{KubeletConfig, Threshold};
+use nodewright_scheduling::labels;
 use nodewright_scheduling::provisioner::Provisioner as CoreProvisioner;
-use nodewright_scheduling::requirements::NodeSelectorRequirement;
+use nodewright_scheduling::requirements::{NodeSelectorRequirement, Operator};
 use nodewright_scheduling::resources::parse_quantity;
 
 use super::ConvertError;
@@ -32,8 +33,9 @@ pub fn provisioner(provisioner: &Provisioner) -> Result<CoreProvisioner, Convert
                 r.values.clone(),
             ))
         })
-        .collect::<Result<_, String>>()
+        .collect::<Result<Vec<_>, String>>()
         .map_err(|m| err("spec.requirements", m))?;
+    let requirements = with_defaults(requirements, &spec.labels);
     let limits = match &spec.limits {
         Some(limits) => quantities(&limits.resources)
             .map_err(|m| err("spec.limits.resources", m))?
@@ -65,6 +67,64 @@ pub fn provisioner(provisioner: &Provisioner) -> Result<CoreProvisioner, Convert
         usage,
         kubelet,
     })
+}
+
+/// Keys that narrow which instance types a provisioner launches: naming any of them turns off
+/// the general-purpose default.
+const INSTANCE_SELECTING_KEYS: &[&str] = &[
+    labels::INSTANCE_TYPE,
+    labels::INSTANCE_FAMILY,
+    labels::INSTANCE_CATEGORY,
+    labels::INSTANCE_GENERATION,
+];
+/// The general-purpose default: current-generation compute, general and memory types.
+const DEFAULT_INSTANCE_CATEGORIES: &[&str] = &["c", "m", "r"];
+const DEFAULT_MIN_GENERATION_EXCLUSIVE: &str = "2";
+
+/// Karpenter's defaults for what a provisioner leaves open, as its defaulting webhook fills them
+/// in: on-demand capacity, amd64, and general-purpose types (categories c, m and r, generation
+/// above 2). A key counts as set when a requirement or a label names it.
+fn with_defaults(
+    mut requirements: Vec<NodeSelectorRequirement>,
+    node_labels: &BTreeMap<String, String>,
+) -> Vec<NodeSelectorRequirement> {
+    let named: Vec<String> = requirements
+        .iter()
+        .map(|r| labels::normalize_key(&r.key).to_string())
+        .chain(
+            node_labels
+                .keys()
+                .map(|k| labels::normalize_key(k).to_string()),
+        )
+        .collect();
+    let is_named = |key: &str| named.iter().any(|n| n == key);
+    if !is_named(labels::CAPACITY_TYPE) {
+        requirements.push(NodeSelectorRequirement::new(
+            labels::CAPACITY_TYPE,
+            Operator::In,
+            [labels::CAPACITY_TYPE_ON_DEMAND],
+        ));
+    }
+    if !is_named(labels::ARCH) {
+        requirements.push(NodeSelectorRequirement::new(
+            labels::ARCH,
+            Operator::In,
+            [labels::ARCH_AMD64],
+        ));
+    }
+    if !INSTANCE_SELECTING_KEYS.iter().any(|key| is_named(key)) {
+        requirements.push(NodeSelectorRequirement::new(
+            labels::INSTANCE_CATEGORY,
+            Operator::In,
+            DEFAULT_INSTANCE_CATEGORIES.iter().copied(),
+        ));
+        requirements.push(NodeSelectorRequirement::new(
+            labels::INSTANCE_GENERATION,
+            Operator::Gt,
+            [DEFAULT_MIN_GENERATION_EXCLUSIVE],
+        ));
+    }
+    requirements
 }
 
 /// The allocatable-relevant part of a kubelet configuration.

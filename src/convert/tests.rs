@@ -178,3 +178,55 @@ spec:
     assert_eq!(core.startup_taints.len(), 1);
     assert!(core.usage.is_none());
 }
+
+fn provisioner_with(spec: &str) -> nodewright_scheduling::provisioner::Provisioner {
+    let p: Provisioner = yaml(&format!(
+        "apiVersion: karpenter.sh/v1alpha5\nkind: Provisioner\nmetadata: {{name: p}}\nspec:\n  providerRef: {{name: d}}\n{spec}"
+    ));
+    provisioner::provisioner(&p).expect("converts")
+}
+
+fn requirement<'a>(
+    p: &'a nodewright_scheduling::provisioner::Provisioner,
+    key: &str,
+) -> Option<&'a nodewright_scheduling::requirements::NodeSelectorRequirement> {
+    p.requirements.iter().find(|r| r.key == key)
+}
+
+#[test]
+fn open_provisioners_get_karpenters_defaults() {
+    let p = provisioner_with("");
+    let capacity = requirement(&p, "karpenter.sh/capacity-type").expect("defaulted");
+    assert_eq!(capacity.values, ["on-demand"]);
+    assert_eq!(
+        requirement(&p, "kubernetes.io/arch")
+            .expect("defaulted")
+            .values,
+        ["amd64"]
+    );
+    let category = requirement(&p, "karpenter.k8s.aws/instance-category").expect("defaulted");
+    assert_eq!(category.values, ["c", "m", "r"]);
+    let generation = requirement(&p, "karpenter.k8s.aws/instance-generation").expect("defaulted");
+    assert_eq!(
+        (generation.operator, generation.values.as_slice()),
+        (Operator::Gt, &["2".to_string()][..])
+    );
+}
+
+#[test]
+fn named_keys_keep_their_values_and_suppress_defaults() {
+    let p = provisioner_with(
+        "  labels: {kubernetes.io/arch: arm64}\n  requirements:\n    - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}\n    - {key: karpenter.k8s.aws/instance-family, operator: In, values: [t4g]}\n",
+    );
+    assert_eq!(
+        requirement(&p, "karpenter.sh/capacity-type").map(|r| r.values.clone()),
+        Some(vec!["spot".to_string()])
+    );
+    assert!(
+        requirement(&p, "kubernetes.io/arch").is_none(),
+        "a label names the arch"
+    );
+    assert!(requirement(&p, "karpenter.k8s.aws/instance-category").is_none());
+    assert!(requirement(&p, "karpenter.k8s.aws/instance-generation").is_none());
+    assert_eq!(p.labels["kubernetes.io/arch"], "arm64");
+}
