@@ -176,26 +176,30 @@ pub fn decide(pods: &[Pod], nodes: &[Node]) -> Decisions {
     if pending.is_empty() {
         return decisions;
     }
-    let existing: Vec<ExistingNode> = nodes
-        .iter()
-        .filter_map(|node| {
-            let pods = bound.remove(node.name_any().as_str()).unwrap_or_default();
-            match convert::node::existing_node(node, pods) {
-                Ok(mut existing) => {
-                    // A node that is not Ready (or is going away) takes nothing, but its pods
-                    // still count for topology spread and affinity.
-                    existing.unschedulable |=
-                        !is_ready(node) || node.meta().deletion_timestamp.is_some();
-                    Some(existing)
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "simulated kube-scheduler skips a node");
-                    None
-                }
+    // Only Ready, schedulable nodes are candidates (their pods then count for spread and
+    // affinity); the others are only counted for the message, in kube-scheduler's words.
+    let mut excluded = Excluded::default();
+    let mut existing: Vec<ExistingNode> = Vec::new();
+    for node in nodes {
+        if !is_ready(node) {
+            excluded.not_ready += 1;
+            continue;
+        }
+        let cordoned = node.spec.as_ref().and_then(|spec| spec.unschedulable) == Some(true);
+        if cordoned || node.meta().deletion_timestamp.is_some() {
+            excluded.unschedulable += 1;
+            continue;
+        }
+        let pods = bound.remove(node.name_any().as_str()).unwrap_or_default();
+        match convert::node::existing_node(node, pods) {
+            Ok(node) => existing.push(node),
+            Err(error) => {
+                tracing::debug!(%error, "simulated kube-scheduler skips a node");
+                excluded.unreadable += 1;
             }
-        })
-        .collect();
-    let node_count = existing.len();
+        }
+    }
+    excluded.total = nodes.len();
     let plan = schedule(&ScheduleInput {
         pods: pending,
         nodes: existing,
@@ -225,23 +229,46 @@ pub fn decide(pods: &[Pod], nodes: &[Node]) -> Decisions {
         }));
     for (key, reason) in refusals {
         if let Some(pod) = by_key.get(key) {
-            push_refusal(&mut decisions, pod, message(node_count, reason));
+            push_refusal(&mut decisions, pod, excluded.message(reason));
         }
     }
     decisions
 }
 
-/// kube-scheduler's wording: "0/N nodes are available: WHY."
-fn message(node_count: usize, reason: &str) -> String {
-    let why: Vec<&str> = reason
-        .split("; ")
-        .filter(|part| !part.is_empty() && *part != NO_PROVISIONER)
-        .collect();
-    let why = match why.is_empty() {
-        true => "no node fits".to_string(),
-        false => why.join("; "),
-    };
-    format!("0/{node_count} nodes are available: {why}.")
+/// Nodes left out of a pass, by why.
+#[derive(Debug, Default)]
+struct Excluded {
+    total: usize,
+    not_ready: usize,
+    unschedulable: usize,
+    unreadable: usize,
+}
+
+impl Excluded {
+    /// kube-scheduler's wording: "0/N nodes are available: WHY."
+    fn message(&self, reason: &str) -> String {
+        let counted = [
+            (self.not_ready, "node(s) were not ready"),
+            (self.unschedulable, "node(s) were unschedulable"),
+            (self.unreadable, "node(s) could not be read"),
+        ];
+        let mut why: Vec<String> = counted
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, what)| format!("{count} {what}"))
+            .collect();
+        why.extend(
+            reason
+                .split("; ")
+                .filter(|part| !part.is_empty() && *part != NO_PROVISIONER)
+                .map(str::to_string),
+        );
+        let why = match why.is_empty() {
+            true => "no node fits".to_string(),
+            false => why.join("; "),
+        };
+        format!("0/{} nodes are available: {why}.", self.total)
+    }
 }
 
 fn push_refusal(decisions: &mut Decisions, pod: &Pod, message: String) {
