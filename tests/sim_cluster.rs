@@ -4,6 +4,8 @@
 #[path = "sim_cluster/support.rs"]
 mod support;
 
+#[path = "sim_cluster/decide.rs"]
+mod decide;
 #[path = "sim_cluster/kubelet.rs"]
 mod kubelet;
 #[path = "sim_cluster/scheduler.rs"]
