@@ -9,7 +9,9 @@
 //! on pods and nodes only trigger passes; changes that arrive during a pass fold into the next.
 //! Like the deployment controller it reacts to changes and needs no clock.
 //!
-//! Simplified: no preemption, no nominated nodes, no scoring beyond the core's packing.
+//! Simplified: no preemption, no nominated nodes, no scoring beyond the core's packing, and
+//! pods on NotReady or cordoned nodes do not count for spread or affinity (kube-scheduler counts
+//! them).
 
 use std::collections::BTreeMap;
 use std::future::Future;
