@@ -132,6 +132,25 @@ fn a_cordoned_node_takes_no_pods() {
 }
 
 #[test]
+fn a_cordoned_node_is_named_as_cordoned_not_full() {
+    let m5_large = instance("m5.large")
+        .vcpus(2)
+        .memory_gib(8)
+        .on_demand(0.096)
+        .build();
+    let mut cordoned = node("cordoned", &m5_large, "us-east-1a");
+    cordoned.unschedulable = true;
+    let plan = cluster()
+        .node(cordoned)
+        .pods([pod("a").cpu("100m").build()])
+        .plan();
+    assert_eq!(plan.unschedulable.len(), 1, "{plan:#?}");
+    let reason = &plan.unschedulable[0].reason;
+    assert!(reason.contains("cordoned"), "{reason}");
+    assert!(!reason.contains("without room"), "{reason}");
+}
+
+#[test]
 fn in_flight_machines_take_pods_and_reserve_their_daemonsets() {
     let m5_large = instance("m5.large")
         .vcpus(2)

@@ -66,6 +66,12 @@ impl<'m> PackState<'m> {
     ) -> Result<Fit, Reject> {
         let model = self.model;
         let lvl = &group.levels[level];
+        // Before room: a cordoned node has none, and "cordoned" is the reason a user needs.
+        if let NodeKind::Existing(i) = &node.kind
+            && model.existing[*i].unschedulable
+        {
+            return Err(Reject::Cordoned);
+        }
         if !group.req.fits(&node.room) {
             return Err(Reject::Room);
         }
@@ -85,9 +91,6 @@ impl<'m> PackState<'m> {
         match &node.kind {
             NodeKind::Existing(i) => {
                 let existing = &model.existing[*i];
-                if existing.unschedulable {
-                    return Err(Reject::Cordoned);
-                }
                 if !tolerates_all(&existing.taints, group.tolerations(model.pods)) {
                     return Err(Reject::Taint);
                 }
