@@ -113,8 +113,8 @@ fn pods_already_running_use_up_an_existing_node() {
     assert_eq!(plan.nodes.len(), 1);
 }
 
-#[test]
-fn a_cordoned_node_takes_no_pods() {
+/// An m5.large with all its room free, cordoned.
+fn cordoned_node_with_room() -> nodewright_scheduling::node::ExistingNode {
     let m5_large = instance("m5.large")
         .vcpus(2)
         .memory_gib(8)
@@ -122,8 +122,13 @@ fn a_cordoned_node_takes_no_pods() {
         .build();
     let mut cordoned = node("cordoned", &m5_large, "us-east-1a");
     cordoned.unschedulable = true;
+    cordoned
+}
+
+#[test]
+fn a_cordoned_node_takes_no_pods() {
     let plan = cluster()
-        .node(cordoned)
+        .node(cordoned_node_with_room())
         .pods([pod("a").cpu("100m").build()])
         .provisioner(provisioner("default").with_types(&general_purpose_types()))
         .plan();
@@ -133,15 +138,8 @@ fn a_cordoned_node_takes_no_pods() {
 
 #[test]
 fn a_cordoned_node_is_named_as_cordoned_not_full() {
-    let m5_large = instance("m5.large")
-        .vcpus(2)
-        .memory_gib(8)
-        .on_demand(0.096)
-        .build();
-    let mut cordoned = node("cordoned", &m5_large, "us-east-1a");
-    cordoned.unschedulable = true;
     let plan = cluster()
-        .node(cordoned)
+        .node(cordoned_node_with_room())
         .pods([pod("a").cpu("100m").build()])
         .plan();
     assert_eq!(plan.unschedulable.len(), 1, "{plan:#?}");
