@@ -3,13 +3,29 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::sync::lock;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> SystemTime;
+
+    /// How long to really wait for `simulated` to pass on this clock (timers sleep this long).
+    fn real_duration(&self, simulated: Duration) -> Duration {
+        simulated
+    }
+}
+
+/// Waits until `duration` has passed on `clock`.
+pub async fn sleep(clock: &dyn Clock, duration: Duration) {
+    tokio::time::sleep(clock.real_duration(duration)).await;
+}
+
+/// Waits until `deadline` on `clock` (at once when it has passed).
+pub async fn sleep_until(clock: &dyn Clock, deadline: SystemTime) {
+    let left = deadline.duration_since(clock.now()).unwrap_or_default();
+    sleep(clock, left).await;
 }
 
 /// The machine's wall clock.
@@ -52,6 +68,49 @@ impl Clock for ManualClock {
     }
 }
 
+/// Wall-clock time sped up `speed` times from a fixed start: the simulator's clock, so that
+/// minutes of TTLs and boot delays pass in seconds while every component reads one time.
+#[derive(Debug)]
+pub struct ScaledClock {
+    start: SystemTime,
+    started: Instant,
+    speed: f64,
+}
+
+impl ScaledClock {
+    /// `speed` simulated seconds pass per real second; values below 1 are taken as 1.
+    pub fn new(start: SystemTime, speed: f64) -> Self {
+        Self {
+            start,
+            started: Instant::now(),
+            speed: if speed.is_finite() {
+                speed.max(1.0)
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed().mul_f64(self.speed)
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> SystemTime {
+        self.start + self.elapsed()
+    }
+
+    fn real_duration(&self, simulated: Duration) -> Duration {
+        simulated.div_f64(self.speed)
+    }
+}
+
 /// Whether `since` lies at least `ttl` before `now` (a clock that went backwards never expires).
 pub(crate) fn expired(since: SystemTime, ttl: Duration, now: SystemTime) -> bool {
     now.duration_since(since).is_ok_and(|age| age >= ttl)
@@ -68,6 +127,23 @@ mod tests {
         assert_eq!(clock.now(), start);
         clock.advance(Duration::from_secs(90));
         assert_eq!(clock.now(), start + Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_scaled_clock_runs_faster_and_shortens_waits_alike() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let clock = ScaledClock::new(start, 60.0);
+        assert_eq!(
+            clock.real_duration(Duration::from_secs(30)),
+            Duration::from_millis(500)
+        );
+        let before = clock.now();
+        std::thread::sleep(Duration::from_millis(20));
+        let simulated = clock.now().duration_since(before).unwrap_or_default();
+        // At least 20 ms of real time passed, so at least 1.2 s of simulated time.
+        assert!(simulated >= Duration::from_millis(1200), "{simulated:?}");
+        assert!(clock.now() >= start);
+        assert_eq!(ScaledClock::new(start, 0.0).speed(), 1.0);
     }
 
     #[test]
