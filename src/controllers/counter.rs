@@ -11,6 +11,8 @@ use crate::apis::ProvisionerStatus;
 use crate::apis::common::{CONDITION_FALSE, CONDITION_TRUE, Condition};
 use crate::controllers::resource_list;
 
+pub mod run;
+
 /// Condition type on a provisioner whose usage reached a limit.
 pub const LIMITS_REACHED: &str = "LimitsReached";
 /// Reason of a True `LimitsReached`; also the reason of the Event on the provisioner.

@@ -24,6 +24,8 @@ use crate::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGIST
 use crate::settings::Settings;
 use crate::state::{MachineEntry, NodeEntry};
 
+pub mod run;
+
 /// Why a machine is given up (`karpenter_machines_terminated{reason}` and the Event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GiveUp {

@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use nodewright_scheduling::resources::{Resources, format_amount};
 
+pub mod context;
 pub mod counter;
+pub mod events;
 pub mod lifecycle;
+pub mod manager;
 pub mod provisioning;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 mod report;
 pub mod shrink;
 mod views;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -28,7 +29,9 @@ use nodewright_scheduling::taints::Taint;
 use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::{self, ConvertError};
 
+pub(crate) use views::capacity_type_value;
 pub use views::InstanceTypesByProvisioner;
+pub use watch::{Changes, SharedState};
 
 /// A pod in the core's terms, with the facts about it that the loops ask.
 #[derive(Debug, Clone, PartialEq)]

@@ -92,6 +92,10 @@ impl ClusterState {
         self.node_templates.get(name)
     }
 
+    pub fn node_template_names(&self) -> Vec<String> {
+        self.node_templates.keys().cloned().collect()
+    }
+
     pub fn daemonsets(&self) -> impl Iterator<Item = &DaemonSet> {
         self.daemonsets.values()
     }

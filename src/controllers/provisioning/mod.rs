@@ -7,6 +7,7 @@
 
 pub mod batcher;
 pub mod decide;
+pub mod run;
 
 #[cfg(test)]
 mod decide_tests;

@@ -1,0 +1,133 @@
+//! What every running loop shares: the API client, the cloud provider, the clock, settings,
+//! metrics, the cluster state cache and the Event recorder; and the instance types each
+//! provisioner can launch, resolved from its node template.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kube::Client;
+
+use crate::apis::Provisioner;
+use crate::clock::Clock;
+use crate::cloudprovider::{CloudProvider, CloudProviderError, NodeTemplate};
+use crate::controllers::events::Events;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::{ClusterState, InstanceTypesByProvisioner, SharedState};
+use crate::sync::lock;
+
+pub struct Context {
+    pub client: Client,
+    pub cloud: Arc<dyn CloudProvider>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<SharedState>,
+    pub events: Events,
+    /// The instance types last resolved, for loops that only read them (usage, cost).
+    instance_types: Mutex<Arc<InstanceTypesByProvisioner>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        cloud: Arc<dyn CloudProvider>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        state: Arc<SharedState>,
+    ) -> Context {
+        let events = Events::spawn(client.clone(), clock.clone());
+        Context {
+            client,
+            cloud,
+            clock,
+            settings,
+            metrics,
+            state,
+            events,
+            instance_types: Mutex::new(Arc::default()),
+        }
+    }
+
+    /// The instance types resolved by the last [`Context::resolve_instance_types`].
+    pub fn known_instance_types(&self) -> Arc<InstanceTypesByProvisioner> {
+        lock(&self.instance_types).clone()
+    }
+
+    /// Asks the cloud provider for each provisioner's instance types (the provider caches
+    /// them). A provisioner whose template cannot be resolved gets none, and the reason.
+    pub async fn resolve_instance_types(
+        &self,
+        controller: &str,
+    ) -> (InstanceTypesByProvisioner, BTreeMap<String, String>) {
+        let templates: Vec<(String, Result<NodeTemplate, String>)> = {
+            let state = self.state.read();
+            state
+                .provisioners()
+                .filter(|p| !p.deleting)
+                .map(|p| (p.core.name.clone(), node_template(&state, &p.provisioner)))
+                .collect()
+        };
+        let mut types = InstanceTypesByProvisioner::new();
+        let mut problems = BTreeMap::new();
+        for (name, template) in templates {
+            let template = match template {
+                Ok(template) => template,
+                Err(reason) => {
+                    problems.insert(name, reason);
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let result = self.cloud.instance_types(&template).await;
+            self.metrics.observe_cloudprovider_call(
+                controller,
+                "GetInstanceTypes",
+                self.cloud.name(),
+                started.elapsed(),
+                result.as_ref().err(),
+            );
+            match result {
+                Ok(list) => {
+                    types.insert(name, list.into_iter().map(Arc::new).collect::<Vec<_>>());
+                }
+                Err(error) => {
+                    problems.insert(name, format!("cannot list instance types: {error}"));
+                }
+            }
+        }
+        *lock(&self.instance_types) = Arc::new(types.clone());
+        (types, problems)
+    }
+}
+
+/// The launch settings of `provisioner`: its `providerRef`'s AWSNodeTemplate, else its inline
+/// `provider`.
+pub fn node_template(
+    state: &ClusterState,
+    provisioner: &Provisioner,
+) -> Result<NodeTemplate, String> {
+    let spec = &provisioner.spec;
+    let name = provisioner.metadata.name.as_deref().unwrap_or_default();
+    if let Some(reference) = &spec.provider_ref {
+        let template = state.node_template(&reference.name).ok_or_else(|| {
+            format!(
+                "provisioner {name} refers to AWSNodeTemplate {} which does not exist",
+                reference.name
+            )
+        })?;
+        return NodeTemplate::from_spec(&template.spec).map_err(|e| describe(name, &e));
+    }
+    match &spec.provider {
+        Some(provider) => NodeTemplate::from_provider(provider).map_err(|e| describe(name, &e)),
+        None => Err(format!(
+            "provisioner {name} has neither providerRef nor provider: nodewright cannot tell how to launch its nodes"
+        )),
+    }
+}
+
+fn describe(provisioner: &str, error: &CloudProviderError) -> String {
+    format!("provisioner {provisioner}'s node template cannot be used: {error}")
+}

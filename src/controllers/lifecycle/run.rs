@@ -1,0 +1,559 @@
+//! The lifecycle loop: every machine's [`next_step`] acted on. Each machine has at most one
+//! action in flight; an action that fails is retried with backoff. Writes are applied to the
+//! shared cache as the API server answers them, so the next pass does not repeat them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use nodewright_scheduling::labels;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{GiveUp, NodeRegistration, Step, next_step, set_condition};
+use crate::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};
+use crate::apis::{Machine, MachineStatus};
+use crate::clock::sleep_until;
+use crate::cloudprovider::{
+    CloudProviderError, DeleteStatus, LaunchRequest, LaunchedInstance, MachineId,
+};
+use crate::controllers::context::{Context, node_template};
+use crate::controllers::events::reference;
+use crate::controllers::resource_list;
+use crate::state::{MachineEntry, NodeEntry};
+
+const CONTROLLER: &str = "machine.lifecycle";
+/// Event reasons on machines.
+pub const REASON_LAUNCH_FAILED: &str = "LaunchFailed";
+pub const REASON_INSUFFICIENT_CAPACITY: &str = "InsufficientCapacityError";
+pub const REASON_GIVE_UP: &str = "MachineLivenessFailed";
+/// First retry delay after a failed action; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a terminating instance is asked again whether it is gone.
+const TERMINATION_POLL: Duration = Duration::from_secs(5);
+
+/// One action to take, with what it needs from the cache.
+enum Action {
+    Launch(Box<MachineEntry>),
+    GiveUp(Box<MachineEntry>, GiveUp),
+    Register(Box<MachineEntry>, Box<NodeEntry>, NodeRegistration),
+    Initialize(Box<MachineEntry>, String),
+    Terminate(Box<MachineEntry>, Option<Box<NodeEntry>>),
+}
+
+/// How an action ended: `Some(time)` asks for another look at that time.
+type Outcome = Result<Option<SystemTime>, String>;
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let mut changes = ctx.state.changed();
+    let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut not_before: HashMap<String, SystemTime> = HashMap::new();
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    loop {
+        let now = ctx.clock.now();
+        changes.borrow_and_update();
+        let (actions, wake_at) = plan(&ctx, now, &busy, &not_before);
+        for (name, action) in actions {
+            busy.insert(name.clone());
+            not_before.remove(&name);
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let outcome = act(&ctx, action).await;
+                (name, outcome)
+            });
+        }
+        let wake_at = not_before.values().copied().chain(wake_at).min();
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => {
+                tasks.abort_all();
+                return;
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((name, outcome)) = done {
+                    busy.remove(&name);
+                    match outcome {
+                        Ok(Some(at)) => {
+                            failures.remove(&name);
+                            not_before.insert(name, at);
+                        }
+                        Ok(None) => {
+                            failures.remove(&name);
+                        }
+                        Err(error) => {
+                            let count = failures.entry(name.clone()).or_default();
+                            *count += 1;
+                            let delay = FIRST_BACKOFF
+                                .saturating_mul(1 << (*count - 1).min(5))
+                                .min(MAX_BACKOFF);
+                            tracing::warn!(machine = %name, %error, retry_in = ?delay, "machine action failed");
+                            not_before.insert(name, ctx.clock.now() + delay);
+                        }
+                    }
+                }
+            }
+            () = sleep_until(ctx.clock.as_ref(), wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+        }
+        // Forget machines that are gone.
+        let state = ctx.state.read();
+        not_before.retain(|name, _| state.machine(name).is_some());
+        failures.retain(|name, _| state.machine(name).is_some());
+    }
+}
+
+/// What to do now for each idle machine, and when to look again at the earliest.
+fn plan(
+    ctx: &Context,
+    now: SystemTime,
+    busy: &HashSet<String>,
+    not_before: &HashMap<String, SystemTime>,
+) -> (Vec<(String, Action)>, Option<SystemTime>) {
+    let state = ctx.state.read();
+    let mut actions = Vec::new();
+    let mut wake_at: Option<SystemTime> = None;
+    for entry in state.machines() {
+        let name = entry.machine.name_any();
+        if busy.contains(&name) || not_before.get(&name).is_some_and(|at| *at > now) {
+            continue;
+        }
+        let node = state.node_of_machine(&entry.machine);
+        let action = match next_step(entry, node, now, &ctx.settings) {
+            Step::Settled | Step::WaitForInitialization { .. } => continue,
+            Step::WaitForNode { deadline } => {
+                wake_at = Some(wake_at.map_or(deadline, |w| w.min(deadline)));
+                continue;
+            }
+            Step::Terminating => {
+                Action::Terminate(Box::new(entry.clone()), node.cloned().map(Box::new))
+            }
+            Step::Launch => {
+                // A launch that has waited long enough is given up on, so look again then.
+                let deadline = created(entry, now) + ctx.settings.launch_ttl;
+                wake_at = Some(wake_at.map_or(deadline, |w| w.min(deadline)));
+                Action::Launch(Box::new(entry.clone()))
+            }
+            Step::Delete(reason) => Action::GiveUp(Box::new(entry.clone()), reason),
+            Step::Register(registration) => {
+                let Some(node) = node else { continue };
+                Action::Register(
+                    Box::new(entry.clone()),
+                    Box::new(node.clone()),
+                    registration,
+                )
+            }
+            Step::Initialize { node } => Action::Initialize(Box::new(entry.clone()), node),
+        };
+        actions.push((name, action));
+    }
+    (actions, wake_at)
+}
+
+fn created(entry: &MachineEntry, now: SystemTime) -> SystemTime {
+    entry
+        .machine
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| SystemTime::from(t.0))
+        .unwrap_or(now)
+}
+
+async fn act(ctx: &Context, action: Action) -> Outcome {
+    match action {
+        Action::Launch(entry) => launch(ctx, &entry).await,
+        Action::GiveUp(entry, reason) => give_up(ctx, &entry, reason).await,
+        Action::Register(entry, node, registration) => {
+            register(ctx, &entry, &node, &registration).await
+        }
+        Action::Initialize(entry, node) => initialize(ctx, &entry, &node).await,
+        Action::Terminate(entry, node) => terminate(ctx, &entry, node.as_deref()).await,
+    }
+}
+
+fn now_time(ctx: &Context) -> Time {
+    Time(Timestamp::try_from(ctx.clock.now()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+fn machines(ctx: &Context) -> Api<Machine> {
+    Api::all(ctx.client.clone())
+}
+
+/// Writes `status` and applies the answer to the cache.
+async fn write_status(ctx: &Context, name: &str, status: &MachineStatus) -> Result<(), String> {
+    let patched = machines(ctx)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|e| format!("cannot write the status of machine {name}: {e}"))?;
+    ctx.state.apply(&patched);
+    Ok(())
+}
+
+async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
+    let machine = &entry.machine;
+    let name = machine.name_any();
+    let template = {
+        let state = ctx.state.read();
+        let provisioner = entry
+            .provisioner
+            .as_deref()
+            .and_then(|p| state.provisioner(p))
+            .map(|p| p.provisioner.clone());
+        match (&machine.spec.machine_template_ref, provisioner) {
+            (Some(reference), _) => state
+                .node_template(&reference.name)
+                .ok_or_else(|| format!("AWSNodeTemplate {} does not exist", reference.name))
+                .and_then(|t| {
+                    crate::cloudprovider::NodeTemplate::from_spec(&t.spec)
+                        .map_err(|e| e.to_string())
+                }),
+            (None, Some(provisioner)) => node_template(&state, &provisioner),
+            (None, None) => Err(format!(
+                "machine {name} names no node template and its provisioner is gone"
+            )),
+        }
+    };
+    let request = template.and_then(|template| {
+        LaunchRequest::from_machine(machine, template).map_err(|e| e.to_string())
+    });
+    let request = match request {
+        Ok(request) => request,
+        Err(reason) => return launch_failed(ctx, entry, &reason).await,
+    };
+    let started = Instant::now();
+    let result = ctx.cloud.create(&request).await;
+    ctx.metrics.observe_cloudprovider_call(
+        CONTROLLER,
+        "Create",
+        ctx.cloud.name(),
+        started.elapsed(),
+        result.as_ref().err(),
+    );
+    let instance = match result {
+        Ok(instance) => instance,
+        Err(CloudProviderError::InsufficientCapacity { .. }) => {
+            let reason = result.err().map(|e| e.to_string()).unwrap_or_default();
+            ctx.events.warning(
+                reference(machine),
+                REASON_INSUFFICIENT_CAPACITY,
+                reason.clone(),
+            );
+            tracing::warn!(machine = %name, "{reason}; deleting the machine so its pods go to the next batch");
+            delete_machine(ctx, machine).await?;
+            if let Some(provisioner) = &entry.provisioner {
+                ctx.metrics
+                    .machine_terminated("insufficient_capacity", provisioner);
+            }
+            return Ok(None);
+        }
+        Err(error) => return launch_failed(ctx, entry, &error.to_string()).await,
+    };
+    record_launch(ctx, entry, &instance).await?;
+    Ok(None)
+}
+
+/// Says why the launch failed on the machine, and asks for a retry.
+async fn launch_failed(ctx: &Context, entry: &MachineEntry, reason: &str) -> Outcome {
+    let name = entry.machine.name_any();
+    ctx.events
+        .warning(reference(&entry.machine), REASON_LAUNCH_FAILED, reason);
+    let mut status = entry.machine.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        MACHINE_LAUNCHED,
+        false,
+        REASON_LAUNCH_FAILED,
+        reason,
+        now_time(ctx),
+    );
+    write_status(ctx, &name, &status).await?;
+    Err(format!("cannot launch machine {name}: {reason}"))
+}
+
+async fn record_launch(
+    ctx: &Context,
+    entry: &MachineEntry,
+    instance: &LaunchedInstance,
+) -> Result<(), String> {
+    let name = entry.machine.name_any();
+    let mut machine_labels = instance.labels.clone();
+    machine_labels.insert(
+        labels::INSTANCE_TYPE.to_string(),
+        instance.instance_type.clone(),
+    );
+    machine_labels.insert(labels::ZONE.to_string(), instance.zone.clone());
+    machine_labels.insert(
+        labels::CAPACITY_TYPE.to_string(),
+        crate::state::capacity_type_value(instance.capacity_type).to_string(),
+    );
+    let labelled = machines(ctx)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": machine_labels } })),
+        )
+        .await
+        .map_err(|e| format!("cannot label machine {name}: {e}"))?;
+    let mut status = labelled.status.clone().unwrap_or_default();
+    status.provider_id = Some(instance.provider_id.clone());
+    status.capacity = resource_list(&instance.capacity);
+    status.allocatable = resource_list(&allocatable(ctx, entry, instance));
+    set_condition(
+        &mut status.conditions,
+        MACHINE_LAUNCHED,
+        true,
+        "",
+        "",
+        now_time(ctx),
+    );
+    write_status(ctx, &name, &status).await?;
+    if let Some(provisioner) = &entry.provisioner {
+        ctx.metrics.machine_launched(provisioner);
+    }
+    // The node's name is known once it registers; until then the instance id stands for it.
+    let hostname = instance
+        .labels
+        .get(labels::HOSTNAME)
+        .cloned()
+        .unwrap_or_else(|| instance.instance_id.clone());
+    tracing::info!(
+        machine = %name,
+        provisioner = entry.provisioner.as_deref().unwrap_or_default(),
+        "Launched instance: {}, hostname: {}, type: {}, zone: {}, capacityType: {}",
+        instance.instance_id,
+        hostname,
+        instance.instance_type,
+        instance.zone,
+        crate::state::capacity_type_value(instance.capacity_type)
+    );
+    Ok(())
+}
+
+/// The instance type's allocatable under the provisioner's kubelet settings; its capacity when
+/// the type is not known.
+fn allocatable(
+    ctx: &Context,
+    entry: &MachineEntry,
+    instance: &LaunchedInstance,
+) -> nodewright_scheduling::resources::Resources {
+    let types = ctx.known_instance_types();
+    let state = ctx.state.read();
+    let provisioner = entry.provisioner.as_deref();
+    let kubelet = provisioner
+        .and_then(|p| state.provisioner(p))
+        .map(|p| p.core.kubelet.clone())
+        .unwrap_or_default();
+    provisioner
+        .and_then(|p| types.get(p))
+        .and_then(|list| list.iter().find(|t| t.name == instance.instance_type))
+        .map(|t| t.allocatable(&kubelet, &ctx.settings.allocatable()))
+        .unwrap_or_else(|| instance.capacity.clone())
+}
+
+async fn delete_machine(ctx: &Context, machine: &Machine) -> Result<(), String> {
+    let name = machine.name_any();
+    match machines(ctx).delete(&name, &DeleteParams::default()).await {
+        Ok(either) => {
+            if let Some(deleting) = either.left() {
+                ctx.state.apply(&deleting);
+            }
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(format!("cannot delete machine {name}: {e}")),
+    }
+}
+
+async fn give_up(ctx: &Context, entry: &MachineEntry, reason: GiveUp) -> Outcome {
+    let ttl = match reason {
+        GiveUp::LaunchTimeout => ctx.settings.launch_ttl,
+        GiveUp::RegistrationTimeout => ctx.settings.registration_ttl,
+    };
+    let message = reason.message(ttl);
+    tracing::warn!(machine = %entry.machine.name_any(), "{message}");
+    ctx.events
+        .warning(reference(&entry.machine), REASON_GIVE_UP, message);
+    delete_machine(ctx, &entry.machine).await?;
+    if let Some(provisioner) = &entry.provisioner {
+        ctx.metrics
+            .machine_terminated(reason.metric_reason(), provisioner);
+    }
+    Ok(None)
+}
+
+async fn register(
+    ctx: &Context,
+    entry: &MachineEntry,
+    node: &NodeEntry,
+    registration: &NodeRegistration,
+) -> Outcome {
+    let name = entry.machine.name_any();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut patch = json!({ "metadata": { "labels": registration.labels } });
+    if registration.add_finalizer {
+        let mut finalizers = node.node.metadata.finalizers.clone().unwrap_or_default();
+        finalizers.push(labels::TERMINATION_FINALIZER.to_string());
+        patch["metadata"]["finalizers"] = json!(finalizers);
+    }
+    if let Some(owner) = &registration.owner {
+        let mut owners = node
+            .node
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default();
+        owners.push(owner.clone());
+        patch["metadata"]["ownerReferences"] = json!(owners);
+    }
+    if !registration.taints.is_empty() {
+        let mut taints: Vec<Taint> = node
+            .node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        taints.extend(registration.taints.iter().cloned());
+        patch["spec"] = json!({ "taints": taints });
+    }
+    let patched = nodes
+        .patch(
+            &registration.node,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|e| format!("cannot adopt node {}: {e}", registration.node))?;
+    ctx.state.apply(&patched);
+    let mut status = entry.machine.status.clone().unwrap_or_default();
+    status.node_name = Some(registration.node.clone());
+    set_condition(
+        &mut status.conditions,
+        MACHINE_REGISTERED,
+        true,
+        "",
+        "",
+        now_time(ctx),
+    );
+    write_status(ctx, &name, &status).await?;
+    if let Some(provisioner) = &entry.provisioner {
+        ctx.metrics.machine_registered(provisioner);
+        ctx.metrics.node_created(provisioner);
+    }
+    tracing::info!(machine = %name, node = %registration.node, "Registered machine");
+    Ok(None)
+}
+
+async fn initialize(ctx: &Context, entry: &MachineEntry, node: &str) -> Outcome {
+    let name = entry.machine.name_any();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let patched = nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { labels::INITIALIZED: "true" } } })),
+        )
+        .await
+        .map_err(|e| format!("cannot label node {node} initialized: {e}"))?;
+    ctx.state.apply(&patched);
+    let mut status = entry.machine.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        MACHINE_INITIALIZED,
+        true,
+        "",
+        "",
+        now_time(ctx),
+    );
+    write_status(ctx, &name, &status).await?;
+    if let Some(provisioner) = &entry.provisioner {
+        ctx.metrics.machine_initialized(provisioner);
+    }
+    tracing::info!(machine = %name, node = %node, "Initialized machine");
+    Ok(None)
+}
+
+/// A machine being deleted: its node goes first (the termination controller drains it and
+/// terminates the instance); without a node, the instance is terminated here. The finalizer
+/// comes off once the instance is gone.
+async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>) -> Outcome {
+    let machine = &entry.machine;
+    let name = machine.name_any();
+    let finalizers = machine.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers
+        .iter()
+        .any(|f| f == labels::TERMINATION_FINALIZER)
+    {
+        return Ok(None);
+    }
+    if let Some(node) = node {
+        if !node.deleting {
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            match nodes
+                .delete(&node.core.name, &DeleteParams::default())
+                .await
+            {
+                Ok(either) => {
+                    if let Some(deleting) = either.left() {
+                        ctx.state.apply(&deleting);
+                    }
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(format!("cannot delete node {}: {e}", node.core.name)),
+            }
+        }
+        return Ok(Some(ctx.clock.now() + TERMINATION_POLL));
+    }
+    let started = Instant::now();
+    let result = ctx.cloud.delete(&MachineId::from(machine)).await;
+    ctx.metrics.observe_cloudprovider_call(
+        CONTROLLER,
+        "Delete",
+        ctx.cloud.name(),
+        started.elapsed(),
+        result.as_ref().err(),
+    );
+    match result.map_err(|e| format!("cannot terminate the instance of machine {name}: {e}"))? {
+        DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
+        DeleteStatus::Gone => {
+            let left: Vec<String> = finalizers
+                .into_iter()
+                .filter(|f| f != labels::TERMINATION_FINALIZER)
+                .collect();
+            match machines(ctx)
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "metadata": { "finalizers": left } })),
+                )
+                .await
+            {
+                Ok(patched)
+                    if patched.metadata.deletion_timestamp.is_some() && !left.is_empty() =>
+                {
+                    ctx.state.apply(&patched);
+                }
+                Ok(_) => ctx.state.remove(machine),
+                Err(kube::Error::Api(status)) if status.code == 404 => ctx.state.remove(machine),
+                Err(e) => return Err(format!("cannot release machine {name}: {e}")),
+            }
+            tracing::info!(machine = %name, "Deleted machine");
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Runs the controller: the watchers on every replica (so a standby's cache is warm), and the
+//! loops that act — provisioning, machine lifecycle, provisioner status — only while this
+//! replica leads. Losing the lead stops the loops at once (their tasks are aborted, not asked).
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::cloudprovider::CloudProvider;
+use crate::controllers::context::Context;
+use crate::controllers::{counter, lifecycle, provisioning};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::SharedState;
+use crate::state::watch::spawn_watchers;
+
+/// A controller ready to run.
+pub struct Manager {
+    ctx: Arc<Context>,
+    running: watch::Sender<bool>,
+}
+
+impl Manager {
+    /// Needs a Tokio runtime (the Event writer starts here).
+    pub fn new(
+        client: Client,
+        cloud: Arc<dyn CloudProvider>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Manager {
+        let state = SharedState::new();
+        Manager {
+            ctx: Arc::new(Context::new(client, cloud, clock, settings, metrics, state)),
+            running: watch::Sender::new(false),
+        }
+    }
+
+    /// The cache the watchers fill.
+    pub fn state(&self) -> Arc<SharedState> {
+        self.ctx.state.clone()
+    }
+
+    /// Whether the acting loops run (this replica leads and its cache is synced).
+    pub fn running(&self) -> watch::Receiver<bool> {
+        self.running.subscribe()
+    }
+
+    /// Watches until `shutdown` turns true; runs the loops while `leader` is true.
+    pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+        let ctx = self.ctx;
+        let watchers = spawn_watchers(&ctx.client, &ctx.state, &shutdown);
+        tokio::select! {
+            () = ctx.state.wait_synced() => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        tracing::info!("caches synced");
+        loop {
+            tokio::select! {
+                _ = leader.wait_for(|leading| *leading) => {}
+                _ = shutdown.wait_for(|stopped| *stopped) => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tracing::info!("leading: starting the provisioning, lifecycle and counter loops");
+            let (stop, stopped) = watch::channel(false);
+            let mut loops = JoinSet::new();
+            loops.spawn(provisioning::run::run(ctx.clone(), stopped.clone()));
+            loops.spawn(lifecycle::run::run(ctx.clone(), stopped.clone()));
+            loops.spawn(counter::run::run(ctx.clone(), stopped));
+            self.running.send_replace(true);
+            tokio::select! {
+                _ = leader.wait_for(|leading| !*leading) => {
+                    tracing::warn!("lost leadership: stopping the loops");
+                }
+                _ = shutdown.wait_for(|stopped| *stopped) => {}
+            }
+            loops.abort_all();
+            let _ = stop.send(true);
+            while loops.join_next().await.is_some() {}
+            self.running.send_replace(false);
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        for watcher in watchers {
+            let _ = watcher.await;
+        }
+    }
+}

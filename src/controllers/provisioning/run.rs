@@ -1,0 +1,219 @@
+//! The provisioning loop: new pending pods open a batch; when the window closes, every
+//! provisionable pod is scheduled against nodes, in-flight machines and provisioners, and each
+//! new node is recorded as a `Machine`. Launching is the lifecycle loop's part, so an instance is
+//! only ever bought for a Machine that exists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use nodewright_scheduling::schedule;
+use tokio::sync::watch;
+
+use super::batcher::{Batch, Batcher};
+use super::decide::{
+    self, Decision, MachineNames, REASON_FAILED_SCHEDULING, REASON_NOMINATED,
+    failed_scheduling_message,
+};
+use crate::apis::{Machine, Provisioner};
+use crate::clock::sleep_until;
+use crate::controllers::context::Context;
+use crate::controllers::events::{pod_reference, reference};
+use crate::state::object_key;
+
+/// Event reason on a provisioner whose node template or instance types cannot be used.
+pub const REASON_INVALID_TEMPLATE: &str = "InvalidNodeTemplate";
+/// `karpenter_machines_created{reason}` of machines this loop creates.
+const CREATED_FOR_PROVISIONING: &str = "provisioning";
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let mut batcher: Batcher<String> = Batcher::new(ctx.settings.batch_window());
+    let mut changes = ctx.state.changed();
+    let mut seen_capacity = changes.borrow_and_update().capacity;
+    let mut names = MachineNames::new(seed(), Vec::new());
+    // Pods already waiting when this loop starts (a restart, a new leader) form the first batch.
+    ctx.state.take_new_pods();
+    let now = ctx.clock.now();
+    for key in provisionable_keys(&ctx) {
+        batcher.add(key, now);
+    }
+    let mut idle_logged = false;
+    loop {
+        let now = ctx.clock.now();
+        for key in ctx.state.take_new_pods() {
+            batcher.add(key, now);
+        }
+        let capacity = changes.borrow_and_update().capacity;
+        if capacity != seen_capacity {
+            seen_capacity = capacity;
+            for key in provisionable_keys(&ctx) {
+                batcher.add(key, now);
+            }
+        }
+        if let Some(batch) = batcher.poll(now) {
+            let retry = provision(&ctx, &mut names, &batch).await;
+            let now = ctx.clock.now();
+            for key in retry {
+                batcher.add(key, now);
+            }
+            idle_logged = false;
+            continue;
+        }
+        if batcher.is_empty() && !idle_logged {
+            tracing::info!("Waiting for unschedulable pods");
+            idle_logged = true;
+        }
+        let deadline = batcher.deadline();
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = sleep_until(ctx.clock.as_ref(), deadline.unwrap_or(now)), if deadline.is_some() => {}
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn provisionable_keys(ctx: &Context) -> Vec<String> {
+    ctx.state
+        .read()
+        .provisionable_pods()
+        .into_iter()
+        .map(|p| object_key(&p.namespace, &p.name))
+        .collect()
+}
+
+/// One closed batch: schedule every provisionable pod, then record the machines. Returns the
+/// pods of machines that could not be created, for the next batch.
+async fn provision(ctx: &Context, names: &mut MachineNames, batch: &Batch<String>) -> Vec<String> {
+    let (types, problems) = ctx.resolve_instance_types("provisioner").await;
+    for (provisioner, problem) in &problems {
+        tracing::error!(provisioner = %provisioner, "{problem}");
+        if let Some(object) = ctx.state.read().provisioner(provisioner) {
+            ctx.events.warning(
+                reference(&object.provisioner),
+                REASON_INVALID_TEMPLATE,
+                problem.clone(),
+            );
+        }
+    }
+    let (input, provisioners, taken) = {
+        let state = ctx.state.read();
+        let provisioners: BTreeMap<String, Provisioner> = state
+            .provisioners()
+            .map(|p| (p.core.name.clone(), p.provisioner.clone()))
+            .collect();
+        let taken: Vec<String> = state.machines().map(|m| m.machine.name_any()).collect();
+        (
+            state.schedule_input(&types, &ctx.settings),
+            provisioners,
+            taken,
+        )
+    };
+    if input.pods.is_empty() {
+        return Vec::new();
+    }
+    tracing::info!(
+        pods = input.pods.len(),
+        new = batch.keys.len(),
+        "Found provisionable pod(s)"
+    );
+    let started = Instant::now();
+    let plan = schedule(&input);
+    ctx.metrics.observe_scheduling(started.elapsed());
+    *names = MachineNames::new(seed(), taken);
+    let decision = decide::decide(&plan, &input, |name| provisioners.get(name), names);
+    if !decision.machines.is_empty() {
+        tracing::info!(
+            machines = decision.machines.len(),
+            pods = decision
+                .machines
+                .iter()
+                .map(|m| m.pods.len())
+                .sum::<usize>(),
+            "Computed new machine(s) to fit pod(s)"
+        );
+    }
+    let failed = create_machines(ctx, &decision).await;
+    report(ctx, &decision, &failed);
+    failed
+}
+
+/// Creates the decided machines; returns the pods of those that could not be created.
+async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
+    let api: Api<Machine> = Api::all(ctx.client.clone());
+    let mut failed = Vec::new();
+    for new in &decision.machines {
+        let mut machine = new.machine.clone();
+        machine
+            .metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(nodewright_scheduling::labels::TERMINATION_FINALIZER.to_string());
+        match api.create(&PostParams::default(), &machine).await {
+            Ok(created) => {
+                ctx.state.apply(&created);
+                ctx.metrics
+                    .machine_created(CREATED_FOR_PROVISIONING, &new.provisioner);
+                tracing::info!(
+                    machine = %created.name_any(),
+                    provisioner = %new.provisioner,
+                    pods = new.pods.len(),
+                    "Created machine, expecting {} at ${:.4}/h",
+                    new.instance_type,
+                    new.price_per_hour
+                );
+            }
+            Err(error) => {
+                tracing::error!(machine = %machine.name_any(), %error, "cannot create machine; its pods wait for the next batch");
+                failed.extend(new.pods.iter().cloned());
+            }
+        }
+    }
+    failed
+}
+
+/// Events for what the batch decided.
+fn report(ctx: &Context, decision: &Decision, failed: &[String]) {
+    for nomination in &decision.nominations {
+        if failed.contains(&nomination.pod) {
+            continue;
+        }
+        ctx.events.normal(
+            pod_reference(&nomination.pod),
+            REASON_NOMINATED,
+            nomination.message(),
+        );
+    }
+    for pod in &decision.unschedulable {
+        tracing::warn!(pod = %pod.pod, "no provisioner can run this pod: {}", pod.reason);
+        ctx.events.warning(
+            pod_reference(&pod.pod),
+            REASON_FAILED_SCHEDULING,
+            failed_scheduling_message(&format!("no provisioner can run this pod: {}", pod.reason)),
+        );
+    }
+    for refusal in &decision.refused {
+        tracing::warn!(provisioner = %refusal.provisioner, pods = refusal.pods.len(), "{}", refusal.reason);
+        for pod in &refusal.pods {
+            ctx.events.warning(
+                pod_reference(pod),
+                REASON_FAILED_SCHEDULING,
+                failed_scheduling_message(&refusal.reason),
+            );
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Watchers that feed the shared [`ClusterState`]: one kube-runtime watcher per kind, each watched
+//! once and read by every loop. Objects are applied (converted and shrunk) as they arrive and
+//! never kept whole, so the cache holds only what decisions read.
+//!
+//! A relist (the start, or a watch that lost its place: 410 Gone) replaces that kind's contents:
+//! objects not listed again are removed. Loops learn of changes through [`SharedState::changed`]
+//! and of pods that newly wait for a node through [`SharedState::take_new_pods`].
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::{ClusterState, object_key};
+use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
+use crate::convert::ConvertError;
+use crate::sync::lock;
+
+/// What happened to the cluster, for loops that wait on more than "something changed".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Bumped on every applied change.
+    pub any: u64,
+    /// Bumped when capacity went away or rules changed (a machine or node deleted, a
+    /// provisioner or node template written): pending pods deserve another batch.
+    pub capacity: u64,
+}
+
+/// The cluster state shared by the watchers (writers) and the loops (readers).
+#[derive(Debug)]
+pub struct SharedState {
+    state: Mutex<ClusterState>,
+    changes: watch::Sender<Changes>,
+    /// Pods that became provisionable since the provisioning loop last looked.
+    new_pods: Mutex<BTreeSet<String>>,
+    synced: watch::Sender<BTreeSet<&'static str>>,
+}
+
+/// The kinds the controller watches; the cache is synced once each has listed.
+pub const WATCHED_KINDS: [&str; 7] = [
+    "Pod",
+    "Node",
+    "Machine",
+    "Provisioner",
+    "AWSNodeTemplate",
+    "DaemonSet",
+    "PodDisruptionBudget",
+];
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            state: Mutex::new(ClusterState::new()),
+            changes: watch::Sender::new(Changes::default()),
+            new_pods: Mutex::new(BTreeSet::new()),
+            synced: watch::Sender::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl SharedState {
+    pub fn new() -> Arc<SharedState> {
+        Arc::new(SharedState::default())
+    }
+
+    /// The state, locked. Hold it briefly: watchers wait on it.
+    pub fn read(&self) -> MutexGuard<'_, ClusterState> {
+        lock(&self.state)
+    }
+
+    /// Changes as they are applied.
+    pub fn changed(&self) -> watch::Receiver<Changes> {
+        self.changes.subscribe()
+    }
+
+    /// Pods (`namespace/name`) that became provisionable since the last call.
+    pub fn take_new_pods(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *lock(&self.new_pods))
+    }
+
+    /// Whether every watched kind has listed once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.borrow().len() == WATCHED_KINDS.len()
+    }
+
+    /// Waits until every watched kind has listed once.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        // The sender lives as long as `self`, so this ends only when synced.
+        let _ = synced
+            .wait_for(|kinds| kinds.len() == WATCHED_KINDS.len())
+            .await;
+    }
+
+    /// Applies what a loop itself just wrote (the API server's answer), so the next decision
+    /// sees it before the watch event arrives.
+    pub fn apply<K: Cached>(&self, object: &K) {
+        let mut state = self.read();
+        self.apply_locked(&mut state, object);
+    }
+
+    fn apply_locked<K: Cached>(&self, state: &mut ClusterState, object: &K) {
+        let key = K::key(object);
+        let was_provisionable = K::is_provisionable(state, &key);
+        if let Err(error) = K::apply(state, object) {
+            tracing::warn!(kind = K::KIND, object = %key, %error, "cannot use object; leaving it out of decisions");
+        }
+        if !was_provisionable && K::is_provisionable(state, &key) {
+            lock(&self.new_pods).insert(key);
+        }
+        self.changes.send_modify(|c| {
+            c.any += 1;
+            if K::RULES {
+                c.capacity += 1;
+            }
+        });
+    }
+
+    fn remove_locked<K: Cached>(&self, state: &mut ClusterState, key: &str) {
+        K::remove(state, key);
+        self.changes.send_modify(|c| {
+            c.any += 1;
+            if K::CAPACITY_ON_DELETE || K::RULES {
+                c.capacity += 1;
+            }
+        });
+    }
+
+    /// Removes an object a loop just deleted for good (no finalizer held it).
+    pub fn remove<K: Cached>(&self, object: &K) {
+        let mut state = self.read();
+        self.remove_locked::<K>(&mut state, &K::key(object));
+    }
+
+    fn mark_synced(&self, kind: &'static str) {
+        self.synced.send_if_modified(|kinds| kinds.insert(kind));
+    }
+}
+
+/// A kind the cache holds: how it is keyed, applied and removed.
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    const KIND: &'static str;
+    /// Writing one changes what pending pods could get (provisioners, node templates).
+    const RULES: bool = false;
+    /// Deleting one frees capacity or drops in-flight capacity (nodes, machines).
+    const CAPACITY_ON_DELETE: bool = false;
+    fn key(object: &Self) -> String {
+        match object.namespace() {
+            Some(namespace) => object_key(&namespace, &object.name_any()),
+            None => object.name_any(),
+        }
+    }
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError>;
+    fn remove(state: &mut ClusterState, key: &str);
+    fn keys(state: &ClusterState) -> Vec<String>;
+    fn is_provisionable(_state: &ClusterState, _key: &str) -> bool {
+        false
+    }
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+impl Cached for Pod {
+    const KIND: &'static str = "Pod";
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_pod(object)
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        let (namespace, name) = split_key(key);
+        state.delete_pod(namespace, name);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state
+            .pods()
+            .map(|e| object_key(&e.pod.namespace, &e.pod.name))
+            .collect()
+    }
+    fn is_provisionable(state: &ClusterState, key: &str) -> bool {
+        let (namespace, name) = split_key(key);
+        state.pod(namespace, name).is_some_and(|e| e.provisionable)
+    }
+}
+
+impl Cached for Node {
+    const KIND: &'static str = "Node";
+    const CAPACITY_ON_DELETE: bool = true;
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_node(object)
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        state.delete_node(key);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state.nodes().map(|e| e.core.name.clone()).collect()
+    }
+}
+
+impl Cached for Machine {
+    const KIND: &'static str = "Machine";
+    const CAPACITY_ON_DELETE: bool = true;
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_machine(object)
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        state.delete_machine(key);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state.machines().map(|e| e.machine.name_any()).collect()
+    }
+}
+
+impl Cached for Provisioner {
+    const KIND: &'static str = "Provisioner";
+    const RULES: bool = true;
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_provisioner(object)
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        state.delete_provisioner(key);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state
+            .provisioners()
+            .map(|e| e.provisioner.name_any())
+            .collect()
+    }
+}
+
+impl Cached for AwsNodeTemplate {
+    const KIND: &'static str = "AWSNodeTemplate";
+    const RULES: bool = true;
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_node_template(object);
+        Ok(())
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        state.delete_node_template(key);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state.node_template_names()
+    }
+}
+
+impl Cached for DaemonSet {
+    const KIND: &'static str = "DaemonSet";
+    const RULES: bool = true;
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_daemonset(object)
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        let (namespace, name) = split_key(key);
+        state.delete_daemonset(namespace, name);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state
+            .daemonsets()
+            .map(|d| object_key(&d.namespace, &d.name))
+            .collect()
+    }
+}
+
+impl Cached for PodDisruptionBudget {
+    const KIND: &'static str = "PodDisruptionBudget";
+    fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
+        state.apply_pdb(object);
+        Ok(())
+    }
+    fn remove(state: &mut ClusterState, key: &str) {
+        let (namespace, name) = split_key(key);
+        state.delete_pdb(namespace, name);
+    }
+    fn keys(state: &ClusterState) -> Vec<String> {
+        state
+            .pdbs()
+            .map(|p| object_key(&p.namespace().unwrap_or_default(), &p.name_any()))
+            .collect()
+    }
+}
+
+/// Watches `K` cluster-wide into `shared` until `shutdown`. Errors (a lost connection, 410 Gone)
+/// are logged and the watch resumes with backoff, relisting when it must.
+pub async fn watch_kind<K: Cached>(
+    client: Client,
+    shared: Arc<SharedState>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let api: Api<K> = Api::all(client);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Keys listed since the relist began; `None` outside a relist.
+    let mut relisted: Option<BTreeSet<String>> = None;
+    loop {
+        let event = tokio::select! {
+            () = &mut shutdown => return,
+            event = stream.next() => event,
+        };
+        let Some(event) = event else { return };
+        match event {
+            Ok(Event::Init) => relisted = Some(BTreeSet::new()),
+            Ok(Event::InitApply(object)) => {
+                if let Some(keys) = &mut relisted {
+                    keys.insert(K::key(&object));
+                }
+                let mut state = shared.read();
+                shared.apply_locked(&mut state, &object);
+            }
+            Ok(Event::InitDone) => {
+                let listed = relisted.take().unwrap_or_default();
+                let mut state = shared.read();
+                for key in K::keys(&state) {
+                    if !listed.contains(&key) {
+                        shared.remove_locked::<K>(&mut state, &key);
+                    }
+                }
+                drop(state);
+                shared.mark_synced(K::KIND);
+            }
+            Ok(Event::Apply(object)) => {
+                let mut state = shared.read();
+                shared.apply_locked(&mut state, &object);
+            }
+            Ok(Event::Delete(object)) => {
+                let mut state = shared.read();
+                shared.remove_locked::<K>(&mut state, &K::key(&object));
+            }
+            Err(error) => {
+                tracing::warn!(kind = K::KIND, %error, "watch failed; retrying");
+            }
+        }
+    }
+}
+
+/// Starts a watcher for every kind in [`WATCHED_KINDS`]; they stop when `shutdown` changes.
+pub fn spawn_watchers(
+    client: &Client,
+    shared: &Arc<SharedState>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn<K: Cached>(
+        client: &Client,
+        shared: &Arc<SharedState>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut stop = shutdown.clone();
+        tokio::spawn(watch_kind::<K>(
+            client.clone(),
+            shared.clone(),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        ))
+    }
+    vec![
+        spawn::<Pod>(client, shared, shutdown),
+        spawn::<Node>(client, shared, shutdown),
+        spawn::<Machine>(client, shared, shutdown),
+        spawn::<Provisioner>(client, shared, shutdown),
+        spawn::<AwsNodeTemplate>(client, shared, shutdown),
+        spawn::<DaemonSet>(client, shared, shutdown),
+        spawn::<PodDisruptionBudget>(client, shared, shutdown),
+    ]
+}

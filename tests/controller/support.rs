@@ -1,0 +1,305 @@
+//! A simulated cluster for the controller: the API server on a sped-up clock, the simulated
+//! kube-scheduler and kubelets, the fake cloud priced from the shared price table, and the
+//! controller itself, started and stopped by the tests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use nodewright::apis::{Machine, Provisioner};
+use nodewright::clock::ScaledClock;
+use nodewright::cloudprovider::fake::FakeCloudProvider;
+use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
+use nodewright::controllers::manager::Manager;
+use nodewright::metrics::Metrics;
+use nodewright::settings::Settings;
+use nodewright::sim::kubelet::{self, KubeletSettings};
+use nodewright::sim::{ApiServer, ApiServerConfig, scheduler};
+use nodewright_scheduling::catalog::PriceTable;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+
+/// A safety net for waits on observable conditions; never a synchronisation device.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+/// Simulated seconds per real second: a 30 s boot takes 0.75 s.
+pub const SPEED: f64 = 40.0;
+
+fn data_dir() -> PathBuf {
+    std::env::var("NODEWRIGHT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
+pub struct Sim {
+    _server: ApiServer,
+    pub client: Client,
+    pub clock: Arc<ScaledClock>,
+    pub cloud: Arc<FakeCloudProvider>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A running controller.
+pub struct Controller {
+    pub metrics: Arc<Metrics>,
+    pub running: watch::Receiver<bool>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Controller {
+    /// Stops it as a crash would: its tasks are dropped mid-flight.
+    pub fn kill(self) {
+        self.task.abort();
+        drop(self.shutdown);
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        timeout(PATIENCE, self.task)
+            .await
+            .expect("the controller stops")
+            .expect("no panic");
+    }
+}
+
+pub fn settings() -> Settings {
+    let mut settings = Settings::for_cluster("sim");
+    settings.region = Some("us-east-1".to_string());
+    settings.leader_elect = false;
+    settings
+}
+
+impl Sim {
+    pub async fn start() -> Sim {
+        let clock = Arc::new(ScaledClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            SPEED,
+        ));
+        let server = ApiServer::start(ApiServerConfig {
+            clock: clock.clone(),
+            ..ApiServerConfig::default()
+        })
+        .await
+        .expect("the API server starts");
+        let client = server.client().expect("a client");
+        let prices = std::fs::read_to_string(data_dir().join("prices-us-east-1.json"))
+            .expect("the shared price table is readable");
+        let prices = PriceTable::from_json(&prices).expect("the price table parses");
+        let cloud = Arc::new(
+            FakeCloudProvider::from_catalog("us-east-1", Some(&prices), clock.clone())
+                .expect("the embedded catalog loads"),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let tasks = vec![
+            tokio::spawn(scheduler::run(
+                client.clone(),
+                until_stopped(stopped.clone()),
+            )),
+            tokio::spawn(kubelet::run(
+                client.clone(),
+                cloud.clone() as Arc<dyn CloudProvider>,
+                clock.clone(),
+                KubeletSettings {
+                    poll_interval: Duration::from_millis(50),
+                    ..KubeletSettings::default()
+                },
+                until_stopped(stopped),
+            )),
+        ];
+        Sim {
+            _server: server,
+            client,
+            clock,
+            cloud,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Starts a controller that leads while `leader` says so.
+    pub fn controller_with(&self, settings: Settings, leader: watch::Receiver<bool>) -> Controller {
+        let metrics = Arc::new(Metrics::new().expect("metrics register"));
+        let manager = Manager::new(
+            self.client.clone(),
+            self.cloud.clone(),
+            self.clock.clone(),
+            settings,
+            metrics.clone(),
+        );
+        let running = manager.running();
+        let (shutdown, stopped) = watch::channel(false);
+        let task = tokio::spawn(manager.run(leader, stopped));
+        Controller {
+            metrics,
+            running,
+            shutdown,
+            task,
+        }
+    }
+
+    /// A single controller that always leads.
+    pub fn controller(&self) -> Controller {
+        let (always, leading) = watch::channel(true);
+        // The sender must outlive the controller; leaking one bool channel per test is fine.
+        std::mem::forget(always);
+        self.controller_with(settings(), leading)
+    }
+
+    pub async fn apply_provisioner(&self, provisioner: Value) {
+        let provisioner: Provisioner =
+            serde_json::from_value(provisioner).expect("a valid provisioner");
+        Api::<Provisioner>::all(self.client.clone())
+            .create(&PostParams::default(), &provisioner)
+            .await
+            .expect("the provisioner is created");
+    }
+
+    pub async fn add_pods(&self, prefix: &str, count: usize, cpu: &str, spec: Value) {
+        let pods: Api<Pod> = Api::default_namespaced(self.client.clone());
+        for i in 0..count {
+            let pod: Pod = serde_json::from_value(pod(&format!("{prefix}-{i}"), cpu, spec.clone()))
+                .expect("a valid pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("the pod is created");
+        }
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        Api::<Pod>::default_namespaced(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("pods list")
+            .items
+    }
+
+    pub async fn machines(&self) -> Vec<Machine> {
+        Api::<Machine>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("machines list")
+            .items
+    }
+
+    pub async fn nodes(&self) -> Vec<Node> {
+        Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("nodes list")
+            .items
+    }
+
+    /// Live instances in the fake cloud.
+    pub async fn instances(&self) -> Vec<LaunchedInstance> {
+        self.cloud.list().await.expect("the fake cloud lists")
+    }
+
+    /// Polls `check` until it returns `Some`, within [`PATIENCE`].
+    pub async fn eventually<T, F, Fut>(&self, what: &str, check: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let found = timeout(PATIENCE, async {
+            loop {
+                if let Some(value) = check().await {
+                    return value;
+                }
+                sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("{what} within {PATIENCE:?}"))
+    }
+
+    /// Waits until `count` pods run; returns them.
+    pub async fn running_pods(&self, count: usize) -> Vec<Pod> {
+        self.eventually(&format!("{count} pods running"), || async {
+            let running: Vec<Pod> = self
+                .pods()
+                .await
+                .into_iter()
+                .filter(|p| phase(p) == "Running")
+                .collect();
+            (running.len() >= count).then_some(running)
+        })
+        .await
+    }
+
+    /// Lets `simulated` time pass.
+    pub async fn wait(&self, simulated: Duration) {
+        sleep(simulated.div_f64(SPEED)).await;
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = timeout(PATIENCE, task).await;
+        }
+    }
+}
+
+pub fn phase(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+pub fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+}
+
+/// A pod requesting `cpu`, with `spec` merged into its spec.
+pub fn pod(name: &str, cpu: &str, spec: Value) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "public.ecr.aws/eks-distro/kubernetes/pause:3.7",
+            "resources": {"requests": {"cpu": cpu}}}]},
+    });
+    if let (Some(into), Value::Object(extra)) = (pod["spec"].as_object_mut(), spec) {
+        into.extend(extra);
+    }
+    pod
+}
+
+/// The tutorial's provisioner (spot, cpu limit 1000, inline provider), with `spec` merged in.
+pub fn provisioner(name: &str, spec: Value) -> Value {
+    let mut provisioner = json!({
+        "apiVersion": "karpenter.sh/v1alpha5",
+        "kind": "Provisioner",
+        "metadata": {"name": name},
+        "spec": {
+            "requirements": [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]}],
+            "limits": {"resources": {"cpu": "1000"}},
+            "provider": {
+                "subnetSelector": {"karpenter.sh/discovery": "sim"},
+                "securityGroupSelector": {"karpenter.sh/discovery": "sim"},
+                "instanceProfile": "KarpenterNodeInstanceProfile-sim",
+            },
+        },
+    });
+    if let (Some(into), Value::Object(extra)) = (provisioner["spec"].as_object_mut(), spec) {
+        into.extend(extra);
+    }
+    provisioner
+}
+
+pub fn label(object: &impl ResourceExt, key: &str) -> Option<String> {
+    object.labels().get(key).cloned()
+}
