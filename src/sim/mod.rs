@@ -10,6 +10,7 @@
 pub mod apiserver;
 pub mod deployments;
 pub mod kubelet;
+pub mod scenario;
 pub mod scheduler;
 
 pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};
