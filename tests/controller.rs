@@ -66,6 +66,218 @@ async fn four_one_cpu_pods_get_one_spot_node_and_run() {
     })
     .await;
     assert_eq!(sim.instances().await.len(), 1, "one instance launched");
+    let cost = sim
+        .eventually("the cost metric counts the node", || async {
+            let text = controller.metrics.encode().expect("metrics encode");
+            support::metric_value(
+                &text,
+                "nodewright_provisioner_cost_per_hour",
+                "capacity_type=\"spot\"",
+            )
+            .filter(|v| *v > 0.0)
+        })
+        .await;
+    assert!(
+        cost < 1.0,
+        "a few 1-cpu pods cost cents per hour, not {cost}"
+    );
+    let text = controller.metrics.encode().expect("metrics encode");
+    assert_eq!(
+        support::metric_value(
+            &text,
+            "karpenter_machines_created_total",
+            "provisioner=\"default\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        support::metric_value(
+            &text,
+            "karpenter_nodes_created_total",
+            "provisioner=\"default\""
+        ),
+        Some(1.0)
+    );
     controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_batches_and_the_pods_left_over_are_told_why() {
+    let sim = Sim::start().await;
+    let controller = sim.controller();
+    sim.apply_provisioner(provisioner(
+        "small",
+        json!({"limits": {"resources": {"cpu": "8"}}}),
+    ))
+    .await;
+    // Three batches of three 1.5-cpu pods: 13.5 cpu wanted, 8 allowed.
+    for batch in 0..3 {
+        sim.add_pods(&format!("batch{batch}"), 3, "1500m", json!({}))
+            .await;
+        sim.wait(std::time::Duration::from_secs(5)).await;
+    }
+    sim.running_pods(3).await;
+    let refused = sim
+        .eventually("a pod is told the limit stops it", || async {
+            for pod in sim.pods().await {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                if node_of(&pod).is_some() {
+                    continue;
+                }
+                let events = support::events_about(&sim.client, &name).await;
+                if let Some((_, message)) = events
+                    .iter()
+                    .find(|(reason, _)| reason == "FailedScheduling")
+                {
+                    return Some(message.clone());
+                }
+            }
+            None
+        })
+        .await;
+    assert!(refused.contains("limit"), "{refused}");
+    sim.wait(std::time::Duration::from_secs(60)).await;
+    let nodes = sim.nodes().await;
+    let cpu = support::cpu_of_nodes(&nodes, "small");
+    assert!(
+        cpu <= 8000,
+        "nodes of provisioner small hold {cpu}m cpu, limit 8"
+    );
+    assert!(cpu > 0);
+    let pending = sim
+        .pods()
+        .await
+        .iter()
+        .filter(|p| node_of(p).is_none())
+        .count();
+    assert!(pending > 0, "pods beyond the limit stay pending");
+    let provisioner: nodewright::apis::Provisioner = kube::Api::all(sim.client.clone())
+        .get("small")
+        .await
+        .expect("provisioner");
+    let status = provisioner.status.unwrap_or_default();
+    assert!(
+        status.resources.contains_key("cpu"),
+        "status.resources counts cpu: {status:?}"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioner_with_the_highest_weight_wins() {
+    let sim = Sim::start().await;
+    let controller = sim.controller();
+    sim.apply_provisioner(provisioner("cheap", json!({}))).await;
+    sim.apply_provisioner(provisioner(
+        "preferred",
+        json!({"weight": 50, "requirements": [
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}
+        ]}),
+    ))
+    .await;
+    sim.add_pods("web", 3, "1", json!({})).await;
+    sim.running_pods(3).await;
+    let machines = sim.machines().await;
+    assert!(!machines.is_empty());
+    for machine in &machines {
+        assert_eq!(
+            label(machine, labels::PROVISIONER_NAME).as_deref(),
+            Some("preferred")
+        );
+        assert_eq!(
+            label(machine, labels::CAPACITY_TYPE).as_deref(),
+            Some("on-demand")
+        );
+    }
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impossible_pod_gets_an_event_and_the_others_run() {
+    let sim = Sim::start().await;
+    let controller = sim.controller();
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_pods("huge", 1, "1000", json!({})).await;
+    sim.add_pods("small", 2, "1", json!({})).await;
+    sim.running_pods(2).await;
+    let events = sim
+        .eventually("the impossible pod gets an event", || async {
+            let events = support::events_about(&sim.client, "huge-0").await;
+            events
+                .into_iter()
+                .find(|(reason, _)| reason == "FailedScheduling")
+        })
+        .await;
+    assert!(
+        events.1.contains("no provisioner can run this pod"),
+        "{events:?}"
+    );
+    let huge = sim
+        .pods()
+        .await
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("huge-0"))
+        .expect("the pod exists");
+    assert_eq!(node_of(&huge), None);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_crashes_around_a_launch_never_buys_twice() {
+    use nodewright::cloudprovider::fake::FakeCall;
+    use nodewright::cloudprovider::{CloudProvider, LaunchRequest, NodeTemplate};
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    // The first controller records the machine, but every launch of it fails ...
+    sim.cloud.fail_next(FakeCall::Create, "InternalError", 1000);
+    let first = sim.controller();
+    sim.add_pods("inflate", 2, "1", json!({})).await;
+    let machine = sim
+        .eventually("the first controller records a machine", || async {
+            sim.machines().await.into_iter().next()
+        })
+        .await;
+    // ... and it dies.
+    first.kill();
+    assert!(sim.instances().await.is_empty(), "nothing launched yet");
+    // Suppose its last launch did reach EC2 just before it died, unrecorded.
+    sim.cloud.clear_failures(FakeCall::Create);
+    let provider = nodewright::apis::node_template::AwsProvider::default();
+    let spec: nodewright::apis::Provisioner = kube::Api::all(sim.client.clone())
+        .get("default")
+        .await
+        .expect("provisioner");
+    let template = NodeTemplate::from_provider(spec.spec.provider.as_ref().unwrap_or(&provider))
+        .expect("the tutorial's provider is usable");
+    let request = LaunchRequest::from_machine(&machine, template).expect("a launch request");
+    let orphan = sim
+        .cloud
+        .create(&request)
+        .await
+        .expect("the launch reaches the cloud");
+
+    let second = sim.controller();
+    sim.running_pods(2).await;
+    let instances = sim.instances().await;
+    assert_eq!(instances.len(), 1, "exactly one instance: {instances:?}");
+    let machines = sim.machines().await;
+    assert_eq!(
+        machines.len(),
+        1,
+        "the restarted controller reuses the machine"
+    );
+    let status = machines[0].status.clone().unwrap_or_default();
+    assert_eq!(
+        status.provider_id.as_deref(),
+        Some(orphan.provider_id.as_str())
+    );
+    second.stop().await;
     sim.stop().await;
 }

@@ -89,6 +89,11 @@ impl FakeCloudProvider {
         self.lock().no_capacity.clear();
     }
 
+    /// Forgets the failures still queued for `call`.
+    pub fn clear_failures(&self, call: FakeCall) {
+        self.lock().failures.remove(&call);
+    }
+
     /// The next `times` calls of `call` fail with a retryable error carrying `code`.
     pub fn fail_next(&self, call: FakeCall, code: &str, times: usize) {
         let mut state = self.lock();

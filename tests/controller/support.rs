@@ -72,6 +72,9 @@ pub fn settings() -> Settings {
     let mut settings = Settings::for_cluster("sim");
     settings.region = Some("us-east-1".to_string());
     settings.leader_elect = false;
+    // Creating a burst of pods over HTTP takes real milliseconds, which are simulated seconds
+    // at this speed: a wider window keeps one burst in one batch, as in a real cluster.
+    settings.batch_idle_duration = Duration::from_secs(5);
     settings
 }
 
@@ -302,4 +305,39 @@ pub fn provisioner(name: &str, spec: Value) -> Value {
 
 pub fn label(object: &impl ResourceExt, key: &str) -> Option<String> {
     object.labels().get(key).cloned()
+}
+
+/// Events about the object named `name`, as `(reason, message)`.
+pub async fn events_about(client: &Client, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
+    events
+        .list(&ListParams::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// CPU capacity (millicores) of the nodes carrying `provisioner`'s label.
+pub fn cpu_of_nodes(nodes: &[Node], provisioner: &str) -> i64 {
+    nodes
+        .iter()
+        .filter(|n| {
+            label(*n, nodewright_scheduling::labels::PROVISIONER_NAME).as_deref()
+                == Some(provisioner)
+        })
+        .filter_map(|n| n.status.as_ref()?.capacity.as_ref()?.get("cpu").cloned())
+        .filter_map(|q| nodewright_scheduling::resources::parse_quantity(&q.0).ok())
+        .map(|q| q.millis())
+        .sum()
+}
+
+/// The value of the first `name{...}` series whose labels contain `label`.
+pub fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
