@@ -101,6 +101,7 @@ impl Report {
             self.terminated,
             self.cost_per_hour,
         );
+        let width = self.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
         for node in &self.nodes {
             let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
             let price = node
@@ -108,7 +109,7 @@ impl Report {
                 .map_or_else(|| "-".to_string(), |p| format!("${p:.4}/h"));
             let _ = writeln!(
                 text,
-                "  {:<22} {:<14} {:<12} {:<9} {:<12} {:<10} {} pod(s)",
+                "  {:<width$} {:<14} {:<12} {:<9} {:<12} {:<10} {} pod(s)",
                 node.name,
                 or_dash(&node.instance_type),
                 or_dash(&node.zone),

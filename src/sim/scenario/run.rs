@@ -419,10 +419,8 @@ fn step_report(label: &str, at: f64, failure: Option<StepFailure>) -> StepReport
 }
 
 /// Completes once `signal` turns true (or its sender is gone).
-fn stopped(mut signal: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        let _ = signal.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
 }
 
 fn write_all(out: &mut (impl Write + ?Sized), text: &str) -> std::io::Result<()> {
