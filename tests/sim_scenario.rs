@@ -417,3 +417,55 @@ async fn a_launched_node_reports_its_offering_and_price() {
     assert_eq!(json["costPerHour"], json!(0.04));
     assert_eq!(json["launched"], json!(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_then_replaces_and_delete_removes_custom_resources() {
+    let provisioner = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tutorial/provisioner.yaml"),
+    )
+    .expect("the tutorial's provisioner");
+    let dir = dir_with(&[
+        ("provisioner.yaml", &provisioner),
+        (
+            "scenario.yaml",
+            "steps:\n  - apply: provisioner.yaml\n  - apply: provisioner.yaml\n  - delete: {kind: provisioner, name: default}\n",
+        ),
+    ]);
+    let (report, printed) = simulate(
+        load(&dir.join("scenario.yaml")),
+        options(60.0, OutputFormat::Text),
+        None,
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{printed}");
+    assert!(
+        printed.contains("apply provisioner.yaml: ok (created Provisioner default)"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("apply provisioner.yaml: ok (replaced Provisioner default)"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("delete Provisioner default: ok"),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_api_server_refuses_is_a_bad_scenario() {
+    let dir = dir_with(&[(
+        "scenario.yaml",
+        "steps:\n  - scale: {deployment: absent, namespace: default, replicas: 1}\n  - wait: 1s\n",
+    )]);
+    let (report, printed) = simulate(
+        load(&dir.join("scenario.yaml")),
+        options(60.0, OutputFormat::Json),
+        None,
+    )
+    .await;
+    assert_eq!(report.exit_code(), ScenarioError::EXIT_CODE, "{printed}");
+    let error = report.steps[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("deployment default/absent"), "{error}");
+    assert!(!report.steps[1].ok, "the wait after it is skipped");
+}
