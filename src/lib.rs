@@ -8,6 +8,7 @@
 //! - [`controllers`] — the controllers' pure building blocks (batching, decisions, status math).
 //! - [`settings`] — the controller's settings from flags and environment, named like Karpenter's.
 //! - [`metrics`] — Prometheus metrics with Karpenter's names.
+//! - [`serve`] — the `/metrics`, `/healthz` and `/readyz` HTTP servers.
 //! - [`clock`] — injected time.
 //! - [`sim`] — the simulated cluster: an in-memory Kubernetes API server over HTTP.
 //! - [`cli`] — the command line.
@@ -23,6 +24,7 @@ pub mod controllers;
 pub mod convert;
 pub mod metrics;
 pub mod plan;
+pub mod serve;
 pub mod settings;
 pub mod sim;
 pub mod state;
