@@ -9,6 +9,7 @@
 //! - [`settings`] — the controller's settings from flags and environment, named like Karpenter's.
 //! - [`metrics`] — Prometheus metrics with Karpenter's names.
 //! - [`serve`] — the `/metrics`, `/healthz` and `/readyz` HTTP servers.
+//! - [`leader`] — leader election on a coordination.k8s.io Lease.
 //! - [`clock`] — injected time.
 //! - [`sim`] — the simulated cluster: an in-memory Kubernetes API server over HTTP.
 //! - [`cli`] — the command line.
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod cloudprovider;
 pub mod controllers;
 pub mod convert;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod serve;
