@@ -450,6 +450,10 @@ async fn apply_creates_then_replaces_and_delete_removes_custom_resources() {
         printed.contains("delete Provisioner default: ok"),
         "{printed}"
     );
+    assert!(
+        printed.contains("0 node(s)") && printed.contains("; $0.0000/hour"),
+        "no nodes cost nothing (not -0): {printed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,7 +200,11 @@ pub(crate) async fn build(
         })
         .collect();
     pending_pods.sort();
-    let cost: f64 = nodes.iter().filter_map(|n| n.price_per_hour).sum();
+    // A fold from +0.0: an empty f64 sum is -0.0, which would print as `$-0.0000`.
+    let cost = nodes
+        .iter()
+        .filter_map(|n| n.price_per_hour)
+        .fold(0.0, |total, price| total + price);
     Ok(Report {
         nodes,
         pending_pods,
@@ -254,12 +259,19 @@ pub fn log_layer<S>(
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let writer = match output {
-        OutputFormat::Text => BoxMakeWriter::new(std::io::stdout),
-        OutputFormat::Json => BoxMakeWriter::new(std::io::stderr),
+    let (writer, terminal) = match output {
+        OutputFormat::Text => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        OutputFormat::Json => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
     };
     tracing_subscriber::fmt::layer()
         .with_timer(SimulatedTime::new(clock))
         .with_target(false)
+        .with_ansi(terminal)
         .with_writer(writer)
 }
