@@ -18,6 +18,14 @@ use nodewright::sim::scenario::{
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
+// The AWS tests' moto fixtures (VPC, subnets, security group per test), used as they are.
+#[allow(dead_code)]
+#[path = "aws/support/mod.rs"]
+mod aws_support;
+
+#[path = "sim_scenario/aws.rs"]
+mod aws;
+
 /// A safety net for a whole run; never a synchronisation device.
 const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -1,0 +1,53 @@
+//! `--cloud aws`: the simulation launches through the real AWS provider against moto, and the
+//! simulated kubelets register the instances they find there.
+
+use nodewright::sim::scenario::{
+    AwsSimOptions, CloudKind, ControllerHook, ControllerParts, OutputFormat, SimulationOptions,
+};
+use nodewright_scheduling::instance_type::CapacityType;
+
+use crate::aws_support::{Env, KUBERNETES_VERSION, moto};
+use crate::{dir_with, load, options, simulate};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_aws_cloud_an_instance_in_ec2_becomes_a_managed_node() {
+    let env = Env::new("sim-scenario").await;
+    let request = env.request("m1", &["m5.large"], &[CapacityType::OnDemand]);
+    let hook: ControllerHook = Box::new(move |parts: ControllerParts| {
+        Box::pin(async move {
+            assert!(parts.aws.is_some(), "the AWS provider is handed over");
+            parts
+                .cloud
+                .create(&request)
+                .await
+                .expect("a launch in moto");
+            parts.stopped().await;
+        })
+    });
+    let dir = dir_with(&[(
+        "scenario.yaml",
+        "steps:\n  - until: {managedNodes: 1, timeout: 30m}\n",
+    )]);
+    let options = SimulationOptions {
+        cloud: CloudKind::Aws,
+        aws: AwsSimOptions {
+            cluster_name: env.cluster.clone(),
+            kubernetes_version: KUBERNETES_VERSION.to_string(),
+            endpoint_url: Some(moto::endpoint().to_string()),
+        },
+        ..options(60.0, OutputFormat::Json)
+    };
+    let (report, printed) = simulate(load(&dir.join("scenario.yaml")), options, Some(hook)).await;
+    assert_eq!(report.exit_code(), 0, "{printed}");
+    assert_eq!(report.launched, 1, "{printed}");
+    let node = &report.nodes[0];
+    assert_eq!(node.instance_type.as_deref(), Some("m5.large"));
+    assert_eq!(node.capacity_type.as_deref(), Some("on-demand"));
+    assert_eq!(node.provisioner.as_deref(), Some("default"));
+    assert!(
+        node.zone
+            .as_deref()
+            .is_some_and(|z| z.starts_with("us-east-1")),
+        "{node:?}"
+    );
+}
