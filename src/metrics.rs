@@ -111,6 +111,7 @@ pub struct Metrics {
     provisioner_usage: GaugeVec,
     provisioner_usage_pct: GaugeVec,
     cost_per_hour: GaugeVec,
+    pods_evicted: IntCounterVec,
     /// The label values of each pod's live series (by `namespace/name`), so a change replaces it.
     pod_series: Mutex<HashMap<String, PodStateLabels>>,
     /// Resource types with a limit or usage series, by provisioner, so they can be removed.
@@ -216,6 +217,11 @@ impl Metrics {
                 "US dollars per hour of the running nodes a provisioner launched. Labeled by provisioner name and capacity type.",
                 &["provisioner", "capacity_type"],
             )?,
+            pods_evicted: counter(
+                "karpenter_pods_evicted_total",
+                "Pods evicted from nodes being terminated.",
+                &[],
+            )?,
             scheduling_duration,
             cloudprovider_duration,
             registry,
@@ -233,6 +239,11 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         Ok(String::from_utf8(buffer)?)
+    }
+
+    /// One pod evicted by a drain.
+    pub fn pod_evicted(&self) {
+        self.pods_evicted.with_label_values::<&str>(&[]).inc();
     }
 
     pub fn node_created(&self, provisioner: &str) {

@@ -4,6 +4,7 @@
 #[path = "controller/support.rs"]
 mod support;
 
+use kube::ResourceExt;
 use nodewright::apis::common::find_condition;
 use nodewright::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};
 use nodewright_scheduling::labels;
@@ -279,5 +280,73 @@ async fn a_controller_that_crashes_around_a_launch_never_buys_twice() {
         Some(orphan.provider_id.as_str())
     );
     second.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams};
+
+    let sim = Sim::start().await;
+    let controller = sim.controller();
+    sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
+        .await;
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.running_pods(4).await;
+    let node = sim
+        .eventually("the node is initialized", || async {
+            sim.nodes()
+                .await
+                .into_iter()
+                .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
+        })
+        .await;
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    // A busy node is never marked empty.
+    sim.wait(std::time::Duration::from_secs(40)).await;
+    let busy = sim.nodes().await;
+    assert!(
+        busy.iter()
+            .all(|n| !n.annotations().contains_key(labels::EMPTINESS_TIMESTAMP)),
+        "a node running pods carries no emptiness timestamp"
+    );
+    let pods: Api<Pod> = Api::default_namespaced(sim.client.clone());
+    for i in 0..4 {
+        pods.delete(&format!("inflate-{i}"), &DeleteParams::default())
+            .await
+            .expect("the pod is deleted");
+    }
+    let marked = sim
+        .eventually("the empty node gets its timestamp", || async {
+            sim.nodes()
+                .await
+                .into_iter()
+                .find(|n| n.annotations().contains_key(labels::EMPTINESS_TIMESTAMP))
+        })
+        .await;
+    assert_eq!(marked.metadata.name.as_deref(), Some(node_name.as_str()));
+    sim.eventually("the node is gone", || async {
+        sim.nodes().await.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        sim.instances().await.is_empty(),
+        "the instance is terminated"
+    );
+    sim.eventually("the machine is gone", || async {
+        sim.machines().await.is_empty().then_some(())
+    })
+    .await;
+    let text = controller.metrics.encode().expect("metrics encode");
+    assert_eq!(
+        support::metric_value(
+            &text,
+            "karpenter_nodes_terminated_total",
+            "reason=\"emptiness\""
+        ),
+        Some(1.0)
+    );
+    controller.stop().await;
     sim.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Runs the controller: the watchers on every replica (so a standby's cache is warm), and the
-//! loops that act — provisioning, machine lifecycle, provisioner status — only while this
+//! loops that act — provisioning, machine lifecycle, provisioner status, emptiness, node
+//! termination — only while this
 //! replica leads. Losing the lead stops the loops at once (their tasks are aborted, not asked).
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::cloudprovider::CloudProvider;
 use crate::controllers::context::Context;
-use crate::controllers::{counter, lifecycle, provisioning};
+use crate::controllers::{counter, emptiness, lifecycle, provisioning, termination};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::SharedState;
@@ -71,7 +72,9 @@ impl Manager {
             let mut loops = JoinSet::new();
             loops.spawn(provisioning::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(lifecycle::run::run(ctx.clone(), stopped.clone()));
-            loops.spawn(counter::run::run(ctx.clone(), stopped));
+            loops.spawn(counter::run::run(ctx.clone(), stopped.clone()));
+            loops.spawn(termination::run(ctx.clone(), stopped.clone()));
+            loops.spawn(emptiness::run(ctx.clone(), stopped));
             self.running.send_replace(true);
             tokio::select! {
                 _ = leader.wait_for(|leading| !*leading) => {

@@ -12,10 +12,13 @@ use nodewright_scheduling::resources::{Resources, format_amount};
 
 pub mod context;
 pub mod counter;
+pub mod emptiness;
 pub mod events;
 pub mod lifecycle;
 pub mod manager;
 pub mod provisioning;
+pub mod termination;
+pub mod work;
 
 #[cfg(test)]
 mod lifecycle_tests;

@@ -111,6 +111,13 @@ impl SharedState {
 
     fn apply_locked<K: Cached>(&self, state: &mut ClusterState, object: &K) {
         let key = K::key(object);
+        // A loop may have applied its own newer write before the watch delivers older events.
+        if is_older(
+            object.meta().resource_version.as_deref(),
+            K::cached_version(state, &key).as_deref(),
+        ) {
+            return;
+        }
         let was_provisionable = K::is_provisionable(state, &key);
         if let Err(error) = K::apply(state, object) {
             tracing::warn!(kind = K::KIND, object = %key, %error, "cannot use object; leaving it out of decisions");
@@ -168,6 +175,22 @@ pub trait Cached:
     fn is_provisionable(_state: &ClusterState, _key: &str) -> bool {
         false
     }
+    /// The resourceVersion of the cached copy, for kinds the loops write to.
+    fn cached_version(_state: &ClusterState, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Whether `incoming` is an older resourceVersion than `cached`. Versions are opaque to
+/// clients, but every API server writes integers; anything else is taken as newer.
+fn is_older(incoming: Option<&str>, cached: Option<&str>) -> bool {
+    match (
+        incoming.and_then(|v| v.parse::<u64>().ok()),
+        cached.and_then(|v| v.parse::<u64>().ok()),
+    ) {
+        (Some(incoming), Some(cached)) => incoming < cached,
+        _ => false,
+    }
 }
 
 fn split_key(key: &str) -> (&str, &str) {
@@ -207,6 +230,9 @@ impl Cached for Node {
     fn keys(state: &ClusterState) -> Vec<String> {
         state.nodes().map(|e| e.core.name.clone()).collect()
     }
+    fn cached_version(state: &ClusterState, key: &str) -> Option<String> {
+        state.node(key)?.node.metadata.resource_version.clone()
+    }
 }
 
 impl Cached for Machine {
@@ -220,6 +246,14 @@ impl Cached for Machine {
     }
     fn keys(state: &ClusterState) -> Vec<String> {
         state.machines().map(|e| e.machine.name_any()).collect()
+    }
+    fn cached_version(state: &ClusterState, key: &str) -> Option<String> {
+        state
+            .machine(key)?
+            .machine
+            .metadata
+            .resource_version
+            .clone()
     }
 }
 
@@ -237,6 +271,14 @@ impl Cached for Provisioner {
             .provisioners()
             .map(|e| e.provisioner.name_any())
             .collect()
+    }
+    fn cached_version(state: &ClusterState, key: &str) -> Option<String> {
+        state
+            .provisioner(key)?
+            .provisioner
+            .metadata
+            .resource_version
+            .clone()
     }
 }
 
@@ -374,4 +416,19 @@ pub fn spawn_watchers(
         spawn::<DaemonSet>(client, shared, shutdown),
         spawn::<PodDisruptionBudget>(client, shared, shutdown),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_resource_version_never_replaces_a_newer_one() {
+        assert!(is_older(Some("9"), Some("10")));
+        assert!(!is_older(Some("10"), Some("10")));
+        assert!(!is_older(Some("11"), Some("10")));
+        assert!(!is_older(Some("abc"), Some("10")), "opaque versions apply");
+        assert!(!is_older(None, Some("10")));
+        assert!(!is_older(Some("1"), None));
+    }
 }

@@ -80,6 +80,12 @@ pub fn settings() -> Settings {
 
 impl Sim {
     pub async fn start() -> Sim {
+        if let Ok(filter) = std::env::var("NODEWRIGHT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let clock = Arc::new(ScaledClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             SPEED,

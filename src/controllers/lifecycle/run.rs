@@ -2,7 +2,6 @@
 //! action in flight; an action that fails is retried with backoff. Writes are applied to the
 //! shared cache as the API server answers them, so the next pass does not repeat them.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +13,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use nodewright_scheduling::labels;
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::{GiveUp, NodeRegistration, Step, next_step, set_condition};
 use crate::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};
@@ -26,6 +24,7 @@ use crate::cloudprovider::{
 use crate::controllers::context::{Context, node_template};
 use crate::controllers::events::reference;
 use crate::controllers::resource_list;
+use crate::controllers::work::{Outcome, Work};
 use crate::state::{MachineEntry, NodeEntry};
 
 const CONTROLLER: &str = "machine.lifecycle";
@@ -33,9 +32,6 @@ const CONTROLLER: &str = "machine.lifecycle";
 pub const REASON_LAUNCH_FAILED: &str = "LaunchFailed";
 pub const REASON_INSUFFICIENT_CAPACITY: &str = "InsufficientCapacityError";
 pub const REASON_GIVE_UP: &str = "MachineLivenessFailed";
-/// First retry delay after a failed action; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often a terminating instance is asked again whether it is gone.
 const TERMINATION_POLL: Duration = Duration::from_secs(5);
 
@@ -48,33 +44,23 @@ enum Action {
     Terminate(Box<MachineEntry>, Option<Box<NodeEntry>>),
 }
 
-/// How an action ended: `Some(time)` asks for another look at that time.
-type Outcome = Result<Option<SystemTime>, String>;
-
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
-    let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
-    let mut busy: HashSet<String> = HashSet::new();
-    let mut not_before: HashMap<String, SystemTime> = HashMap::new();
-    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut work = Work::default();
     loop {
         let now = ctx.clock.now();
         changes.borrow_and_update();
-        let (actions, wake_at) = plan(&ctx, now, &busy, &not_before);
+        let (actions, wake_at) = plan(&ctx, now, &work);
         for (name, action) in actions {
-            busy.insert(name.clone());
-            not_before.remove(&name);
             let ctx = ctx.clone();
-            tasks.spawn(async move {
-                let outcome = act(&ctx, action).await;
-                (name, outcome)
-            });
+            work.spawn(name, async move { act(&ctx, action).await });
         }
-        let wake_at = not_before.values().copied().chain(wake_at).min();
+        let wake_at = work.next_wake().into_iter().chain(wake_at).min();
+        let clock = ctx.clock.clone();
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => {
-                tasks.abort_all();
+                work.abort_all();
                 return;
             }
             changed = changes.changed() => {
@@ -82,35 +68,11 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((name, outcome)) = done {
-                    busy.remove(&name);
-                    match outcome {
-                        Ok(Some(at)) => {
-                            failures.remove(&name);
-                            not_before.insert(name, at);
-                        }
-                        Ok(None) => {
-                            failures.remove(&name);
-                        }
-                        Err(error) => {
-                            let count = failures.entry(name.clone()).or_default();
-                            *count += 1;
-                            let delay = FIRST_BACKOFF
-                                .saturating_mul(1 << (*count - 1).min(5))
-                                .min(MAX_BACKOFF);
-                            tracing::warn!(machine = %name, %error, retry_in = ?delay, "machine action failed");
-                            not_before.insert(name, ctx.clock.now() + delay);
-                        }
-                    }
-                }
-            }
+            () = work.completed(|| clock.now(), "machine action"), if work.has_tasks() => {}
             () = sleep_until(ctx.clock.as_ref(), wake_at.unwrap_or(now)), if wake_at.is_some() => {}
         }
-        // Forget machines that are gone.
         let state = ctx.state.read();
-        not_before.retain(|name, _| state.machine(name).is_some());
-        failures.retain(|name, _| state.machine(name).is_some());
+        work.retain(|name| state.machine(name).is_some());
     }
 }
 
@@ -118,15 +80,14 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
 fn plan(
     ctx: &Context,
     now: SystemTime,
-    busy: &HashSet<String>,
-    not_before: &HashMap<String, SystemTime>,
+    work: &Work,
 ) -> (Vec<(String, Action)>, Option<SystemTime>) {
     let state = ctx.state.read();
     let mut actions = Vec::new();
     let mut wake_at: Option<SystemTime> = None;
     for entry in state.machines() {
         let name = entry.machine.name_any();
-        if busy.contains(&name) || not_before.get(&name).is_some_and(|at| *at > now) {
+        if !work.is_idle(&name, now) {
             continue;
         }
         let node = state.node_of_machine(&entry.machine);

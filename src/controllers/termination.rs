@@ -1,0 +1,269 @@
+//! Node termination, behind the `karpenter.sh/termination` finalizer: cordon, drain through the
+//! Eviction API (PDBs are the API server's to enforce: a refused eviction is retried with
+//! backoff), wait for the pods to go, terminate the instance, wait until it is gone, then remove
+//! the finalizer so the node object goes last. A NotReady node whose instance is already gone
+//! skips the drain: nothing runs there to move.
+//!
+//! [`next_step`] decides from the cache alone; the loop acts, one node at a time per node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, EvictParams, Patch, PatchParams};
+use nodewright_scheduling::labels;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::apis::Machine;
+use crate::apis::common::CONDITION_TRUE;
+use crate::clock::sleep_until;
+use crate::cloudprovider::{CloudProviderError, DeleteStatus, MachineId};
+use crate::controllers::context::Context;
+use crate::controllers::work::{Outcome, Work};
+use crate::state::{ClusterState, NodeEntry, PodEntry};
+
+const CONTROLLER: &str = "node.termination";
+/// How often a drain or an instance termination is looked at again.
+const POLL: Duration = Duration::from_secs(2);
+/// Annotation a disruption writes on a node it deletes, so the metric can say why.
+pub const TERMINATION_REASON_ANNOTATION: &str = "karpenter.sh/disruption-reason";
+
+/// What to do next for a node being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminationStep {
+    /// Not ours to finalize (no termination finalizer, or not being deleted).
+    None,
+    Cordon,
+    /// Evict these pods (`namespace/name`).
+    Evict(Vec<String>),
+    /// Evicted pods are still shutting down.
+    WaitForPods(usize),
+    /// Drained (or nothing to drain): terminate the instance, then release the node.
+    Terminate,
+}
+
+/// The next termination step for `node`, whose pods are `pods`.
+pub fn next_step(node: &NodeEntry, pods: &[&PodEntry]) -> TerminationStep {
+    let has_finalizer = node
+        .node
+        .metadata
+        .finalizers
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .any(|f| f == labels::TERMINATION_FINALIZER);
+    if !node.deleting || !has_finalizer {
+        return TerminationStep::None;
+    }
+    let cordoned = node
+        .node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    if !cordoned && is_ready(node) {
+        return TerminationStep::Cordon;
+    }
+    if !is_ready(node) {
+        // Nothing there answers an eviction; the instance decides (see the loop).
+        return TerminationStep::Terminate;
+    }
+    let drainable: Vec<&&PodEntry> = pods.iter().filter(|p| !p.daemon && !p.mirror).collect();
+    let to_evict: Vec<String> = drainable
+        .iter()
+        .filter(|p| !p.deleting)
+        .map(|p| format!("{}/{}", p.pod.namespace, p.pod.name))
+        .collect();
+    if !to_evict.is_empty() {
+        return TerminationStep::Evict(to_evict);
+    }
+    if !drainable.is_empty() {
+        return TerminationStep::WaitForPods(drainable.len());
+    }
+    TerminationStep::Terminate
+}
+
+fn is_ready(node: &NodeEntry) -> bool {
+    node.node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == CONDITION_TRUE)
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let mut changes = ctx.state.changed();
+    let mut work = Work::default();
+    loop {
+        let now = ctx.clock.now();
+        changes.borrow_and_update();
+        let steps: Vec<(NodeEntry, Option<Machine>, TerminationStep)> = {
+            let state = ctx.state.read();
+            state
+                .nodes()
+                .filter(|n| n.deleting && work.is_idle(&n.core.name, now))
+                .map(|n| {
+                    let pods = state.pods_on_node(&n.core.name);
+                    let machine = machine_of(&state, n);
+                    (n.clone(), machine, next_step(n, &pods))
+                })
+                .filter(|(_, _, step)| *step != TerminationStep::None)
+                .collect()
+        };
+        for (node, machine, step) in steps {
+            let ctx = ctx.clone();
+            work.spawn(node.core.name.clone(), async move {
+                act(&ctx, &node, machine.as_ref(), step).await
+            });
+        }
+        let wake_at = work.next_wake();
+        let clock = ctx.clock.clone();
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => {
+                work.abort_all();
+                return;
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = work.completed(|| clock.now(), "node termination"), if work.has_tasks() => {}
+            () = sleep_until(ctx.clock.as_ref(), wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+        }
+        let state = ctx.state.read();
+        work.retain(|name| state.node(name).is_some());
+    }
+}
+
+fn machine_of(state: &ClusterState, node: &NodeEntry) -> Option<Machine> {
+    state.machine_of_node(node).map(|m| m.machine.clone())
+}
+
+async fn act(
+    ctx: &Context,
+    node: &NodeEntry,
+    machine: Option<&Machine>,
+    step: TerminationStep,
+) -> Outcome {
+    let name = node.core.name.clone();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    match step {
+        TerminationStep::None => Ok(None),
+        TerminationStep::Cordon => {
+            let patched = nodes
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "unschedulable": true } })),
+                )
+                .await
+                .map_err(|e| format!("cannot cordon node {name}: {e}"))?;
+            ctx.state.apply(&patched);
+            tracing::info!(node = %name, "Cordoned node");
+            Ok(None)
+        }
+        TerminationStep::Evict(pods) => {
+            let mut refused = 0;
+            for key in &pods {
+                let (namespace, pod) = key.split_once('/').unwrap_or(("default", key));
+                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+                match api.evict(pod, &EvictParams::default()).await {
+                    Ok(_) => ctx.metrics.pod_evicted(),
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    // 429: a PDB allows no disruption now; try again later.
+                    Err(kube::Error::Api(status)) if status.code == 429 => refused += 1,
+                    Err(e) => return Err(format!("cannot evict pod {key}: {e}")),
+                }
+            }
+            if refused > 0 {
+                return Err(format!(
+                    "{refused} eviction(s) from node {name} refused for now (disruption budget)"
+                ));
+            }
+            Ok(Some(ctx.clock.now() + POLL))
+        }
+        TerminationStep::WaitForPods(_) => Ok(Some(ctx.clock.now() + POLL)),
+        TerminationStep::Terminate => terminate(ctx, node, machine).await,
+    }
+}
+
+async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -> Outcome {
+    let name = node.core.name.clone();
+    let id = match machine {
+        Some(machine) => MachineId::from(machine),
+        None => MachineId::new(name.clone(), node.provider_id.clone()),
+    };
+    let started = Instant::now();
+    let result = ctx.cloud.delete(&id).await;
+    ctx.metrics.observe_cloudprovider_call(
+        CONTROLLER,
+        "Delete",
+        ctx.cloud.name(),
+        started.elapsed(),
+        result.as_ref().err(),
+    );
+    match result {
+        Ok(DeleteStatus::Terminating) => return Ok(Some(ctx.clock.now() + POLL)),
+        Ok(DeleteStatus::Gone) | Err(CloudProviderError::NotFound { .. }) => {}
+        Err(e) => return Err(format!("cannot terminate the instance of node {name}: {e}")),
+    }
+    if let Some(machine) = machine
+        && machine.metadata.deletion_timestamp.is_none()
+    {
+        let machines: Api<Machine> = Api::all(ctx.client.clone());
+        match machines
+            .delete(&machine.name_any(), &Default::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(format!("cannot delete machine {}: {e}", machine.name_any())),
+        }
+    }
+    let left: Vec<String> = node
+        .node
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != labels::TERMINATION_FINALIZER)
+        .collect();
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    match nodes
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": left } })),
+        )
+        .await
+    {
+        Ok(released) if !left.is_empty() => ctx.state.apply(&released),
+        Ok(released) => ctx.state.remove(&released),
+        // Released already (by an earlier pass whose answer was lost).
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+        Err(e) => return Err(format!("cannot release node {name}: {e}")),
+    }
+    let provisioner = node
+        .core
+        .labels
+        .get(labels::PROVISIONER_NAME)
+        .cloned()
+        .unwrap_or_default();
+    let reason = node
+        .node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TERMINATION_REASON_ANNOTATION).cloned())
+        .unwrap_or_else(|| "deleted".to_string());
+    ctx.metrics.node_terminated(&reason, &provisioner);
+    tracing::info!(node = %name, "Deleted node");
+    Ok(None)
+}
