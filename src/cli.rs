@@ -1,5 +1,7 @@
-//! The command line: `nodewright plan` and `nodewright crds` (more subcommands join as they
-//! are built).
+//! The command line: `nodewright controller`, `plan`, `simulate` and `crds`.
+
+mod controller;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller in a cluster (what the Helm chart runs).
+    Controller(Box<controller::ControllerArgs>),
+    /// Run a scenario against the simulated cluster with the whole controller, on a fast clock.
+    Simulate(simulate::SimulateArgs),
     /// Offline what-if: the nodes that pending pods need, their instance types and $/hour.
     Plan(PlanArgs),
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
@@ -97,6 +103,10 @@ fn bad_input(err: impl Into<anyhow::Error>) -> Failure {
 /// Parse the arguments, set up logging and run the chosen subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulation stamps log lines with simulated time: it installs its own subscriber.
+    if let Command::Simulate(args) = cli.command {
+        return simulate::run(args, &cli.log_level);
+    }
     if let Err(err) = telemetry::init(cli.log_format, &cli.log_level) {
         eprintln!("error: {err:#}");
         return ExitCode::from(EXIT_BAD_INPUT);
@@ -117,6 +127,13 @@ pub fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Plan(args) => run_plan(args),
+        Command::Controller(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime
+                .block_on(controller::run(*args))
+                .map_err(Failure::Run)
+        }
+        Command::Simulate(_) => Ok(()),
         Command::Crds => write_stdout(&crate::apis::crds_yaml()?),
     }
 }

@@ -350,3 +350,58 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
     controller.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_stops() {
+    let sim = Sim::start().await;
+    let first = sim.replica("replica-a");
+    let second = sim.replica("replica-b");
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    let leader_runs = sim
+        .eventually("one replica runs its loops", || async {
+            match (first.is_running(), second.is_running()) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => None,
+            }
+        })
+        .await;
+    let (leader, standby) = if leader_runs {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    sim.add_pods("before", 2, "1", json!({})).await;
+    sim.running_pods(2).await;
+    assert!(!standby.is_running(), "the standby does not act");
+    assert_eq!(
+        support::metric_value(
+            &standby.metrics.encode().expect("metrics"),
+            "karpenter_machines_created_total",
+            "provisioner"
+        ),
+        None,
+        "the standby created no machine"
+    );
+
+    leader.stop().await;
+    sim.eventually("the standby takes over", || async {
+        standby.is_running().then_some(())
+    })
+    .await;
+    // Pods that need a new node: the new leader provisions them.
+    sim.add_pods("after", 2, "6", json!({})).await;
+    sim.running_pods(4).await;
+    let created = support::metric_value(
+        &standby.metrics.encode().expect("metrics"),
+        "karpenter_machines_created_total",
+        "provisioner=\"default\"",
+    );
+    assert!(
+        created.is_some_and(|n| n >= 1.0),
+        "the new leader created machines: {created:?}"
+    );
+    standby.stop().await;
+    sim.stop().await;
+}

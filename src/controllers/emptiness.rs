@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
-use crate::state::{ClusterState, NodeEntry, PodEntry};
+use crate::state::{ClusterState, NodeEntry, PodEntry, SharedState};
 
 /// How often emptiness is checked when nothing else wakes the loop (simulated time).
 const PERIOD: Duration = Duration::from_secs(10);
@@ -85,20 +85,38 @@ fn ttl_of(state: &ClusterState, node: &NodeEntry) -> Option<Duration> {
     u64::try_from(seconds).ok().map(Duration::from_secs)
 }
 
-/// The step for every managed node now.
-fn steps(state: &ClusterState, now: SystemTime) -> Vec<(String, EmptinessStep)> {
+/// The step for every managed node now. A node (or its machine) that pods were just
+/// nominated to is not marked empty: they are on their way.
+fn steps(shared: &SharedState, now: SystemTime) -> Vec<(String, EmptinessStep)> {
+    let state = shared.read();
     state
         .nodes()
         .filter(|n| n.core.labels.contains_key(labels::PROVISIONER_NAME))
         .map(|n| {
             let pods = state.pods_on_node(&n.core.name);
+            if pods.iter().any(|p| !p.daemon && !p.mirror) {
+                // The pods it waited for have landed: no more grace.
+                shared.forget_nomination(&n.core.name);
+            }
             (
                 n.core.name.clone(),
-                next_step(n, &pods, ttl_of(state, n), now),
+                next_step(n, &pods, ttl_of(&state, n), now),
             )
         })
-        .filter(|(_, step)| *step != EmptinessStep::Nothing)
+        .filter(|(name, step)| match step {
+            EmptinessStep::Nothing => false,
+            EmptinessStep::MarkEmpty => !nominated(shared, &state, name, now),
+            _ => true,
+        })
         .collect()
+}
+
+fn nominated(shared: &SharedState, state: &ClusterState, node: &str, now: SystemTime) -> bool {
+    let machine = state
+        .node(node)
+        .and_then(|n| state.machine_of_node(n))
+        .and_then(|m| m.machine.metadata.name.clone());
+    shared.is_nominated(node, now) || machine.is_some_and(|m| shared.is_nominated(&m, now))
 }
 
 /// Runs until `stop` turns true.
@@ -107,7 +125,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         changes.borrow_and_update();
         let now = ctx.clock.now();
-        let decided = steps(&ctx.state.read(), now);
+        let decided = steps(&ctx.state, now);
         for (node, step) in decided {
             // Taken again on the freshest cache: a pod may have arrived since.
             let still = {

@@ -29,8 +29,8 @@ use nodewright_scheduling::taints::Taint;
 use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::{self, ConvertError};
 
-pub(crate) use views::capacity_type_value;
 pub use views::InstanceTypesByProvisioner;
+pub(crate) use views::capacity_type_value;
 pub use watch::{Changes, SharedState};
 
 /// A pod in the core's terms, with the facts about it that the loops ask.

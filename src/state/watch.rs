@@ -6,10 +6,11 @@
 //! objects not listed again are removed. Loops learn of changes through [`SharedState::changed`]
 //! and of pods that newly wait for a node through [`SharedState::take_new_pods`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -32,7 +33,7 @@ pub struct Changes {
     /// Bumped on every applied change.
     pub any: u64,
     /// Bumped when capacity went away or rules changed (a machine or node deleted, a
-    /// provisioner or node template written): pending pods deserve another batch.
+    /// provisioner's or node template's spec changed): pending pods deserve another batch.
     pub capacity: u64,
 }
 
@@ -44,6 +45,8 @@ pub struct SharedState {
     /// Pods that became provisionable since the provisioning loop last looked.
     new_pods: Mutex<BTreeSet<String>>,
     synced: watch::Sender<BTreeSet<&'static str>>,
+    /// Nodes and machines pods were just nominated to, until when: not empty meanwhile.
+    nominated: Mutex<HashMap<String, SystemTime>>,
 }
 
 /// The kinds the controller watches; the cache is synced once each has listed.
@@ -64,6 +67,7 @@ impl Default for SharedState {
             changes: watch::Sender::new(Changes::default()),
             new_pods: Mutex::new(BTreeSet::new()),
             synced: watch::Sender::new(BTreeSet::new()),
+            nominated: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -86,6 +90,24 @@ impl SharedState {
     /// Pods (`namespace/name`) that became provisionable since the last call.
     pub fn take_new_pods(&self) -> BTreeSet<String> {
         std::mem::take(&mut *lock(&self.new_pods))
+    }
+
+    /// Records that pods are on their way to the node or machine `name` until `until`.
+    pub fn nominate(&self, name: &str, until: SystemTime) {
+        let mut nominated = lock(&self.nominated);
+        let entry = nominated.entry(name.to_string()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    pub fn forget_nomination(&self, name: &str) {
+        lock(&self.nominated).remove(name);
+    }
+
+    /// Whether pods were nominated to the node or machine `name` and may still arrive.
+    pub fn is_nominated(&self, name: &str, now: SystemTime) -> bool {
+        let mut nominated = lock(&self.nominated);
+        nominated.retain(|_, until| *until > now);
+        nominated.contains_key(name)
     }
 
     /// Whether every watched kind has listed once.
@@ -119,6 +141,10 @@ impl SharedState {
             return;
         }
         let was_provisionable = K::is_provisionable(state, &key);
+        // Status writes (the counter's own, for one) leave the generation alone.
+        let rules_changed = K::RULES
+            && (object.meta().generation.is_none()
+                || object.meta().generation != K::cached_generation(state, &key));
         if let Err(error) = K::apply(state, object) {
             tracing::warn!(kind = K::KIND, object = %key, %error, "cannot use object; leaving it out of decisions");
         }
@@ -127,7 +153,7 @@ impl SharedState {
         }
         self.changes.send_modify(|c| {
             c.any += 1;
-            if K::RULES {
+            if rules_changed {
                 c.capacity += 1;
             }
         });
@@ -177,6 +203,10 @@ pub trait Cached:
     }
     /// The resourceVersion of the cached copy, for kinds the loops write to.
     fn cached_version(_state: &ClusterState, _key: &str) -> Option<String> {
+        None
+    }
+    /// `metadata.generation` of the cached copy, for [`Cached::RULES`] kinds.
+    fn cached_generation(_state: &ClusterState, _key: &str) -> Option<i64> {
         None
     }
 }
@@ -280,6 +310,9 @@ impl Cached for Provisioner {
             .resource_version
             .clone()
     }
+    fn cached_generation(state: &ClusterState, key: &str) -> Option<i64> {
+        state.provisioner(key)?.provisioner.metadata.generation
+    }
 }
 
 impl Cached for AwsNodeTemplate {
@@ -295,11 +328,13 @@ impl Cached for AwsNodeTemplate {
     fn keys(state: &ClusterState) -> Vec<String> {
         state.node_template_names()
     }
+    fn cached_generation(state: &ClusterState, key: &str) -> Option<i64> {
+        state.node_template(key)?.metadata.generation
+    }
 }
 
 impl Cached for DaemonSet {
     const KIND: &'static str = "DaemonSet";
-    const RULES: bool = true;
     fn apply(state: &mut ClusterState, object: &Self) -> Result<(), ConvertError> {
         state.apply_daemonset(object)
     }

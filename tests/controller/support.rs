@@ -14,6 +14,7 @@ use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
 use nodewright::controllers::manager::Manager;
+use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
 use nodewright::settings::Settings;
 use nodewright::sim::kubelet::{self, KubeletSettings};
@@ -50,6 +51,7 @@ pub struct Controller {
     pub running: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    leadership: Option<Leadership>,
 }
 
 impl Controller {
@@ -65,6 +67,16 @@ impl Controller {
             .await
             .expect("the controller stops")
             .expect("no panic");
+        if let Some(leadership) = self.leadership {
+            timeout(PATIENCE, leadership.stopped())
+                .await
+                .expect("the lease is released");
+        }
+    }
+
+    /// Whether its acting loops run now.
+    pub fn is_running(&self) -> bool {
+        *self.running.borrow()
     }
 }
 
@@ -152,15 +164,42 @@ impl Sim {
             running,
             shutdown,
             task,
+            leadership: None,
         }
     }
 
     /// A single controller that always leads.
     pub fn controller(&self) -> Controller {
-        let (always, leading) = watch::channel(true);
-        // The sender must outlive the controller; leaking one bool channel per test is fine.
-        std::mem::forget(always);
-        self.controller_with(settings(), leading)
+        let leadership = Leadership::always();
+        let mut controller = self.controller_with(settings(), leadership.subscribe());
+        controller.leadership = Some(leadership);
+        controller
+    }
+
+    /// A replica that acts only while it holds the leader Lease (short timings, real time).
+    pub fn replica(&self, identity: &str) -> Controller {
+        let (stop_election, election_stopped) = watch::channel(false);
+        let lease = LeaseSettings {
+            identity: identity.to_string(),
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_millis(1500),
+            retry_period: Duration::from_millis(200),
+            ..LeaseSettings::new("kube-system")
+        };
+        let leadership = leader::spawn(self.client.clone(), lease, async move {
+            let mut stopped = election_stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .expect("valid lease settings");
+        let mut controller = self.controller_with(settings(), leadership.subscribe());
+        // The election stops with the controller.
+        let mut shutdown = controller.shutdown.subscribe();
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            let _ = stop_election.send(true);
+        });
+        controller.leadership = Some(leadership);
+        controller
     }
 
     pub async fn apply_provisioner(&self, provisioner: Value) {

@@ -432,6 +432,9 @@ async fn initialize(ctx: &Context, entry: &MachineEntry, node: &str) -> Outcome 
         .await
         .map_err(|e| format!("cannot label node {node} initialized: {e}"))?;
     ctx.state.apply(&patched);
+    // The pods it was launched for are bound only now: give them time before it counts as empty.
+    ctx.state
+        .nominate(node, ctx.clock.now() + ctx.settings.batch_max_duration * 2);
     let mut status = entry.machine.status.clone().unwrap_or_default();
     set_condition(
         &mut status.conditions,

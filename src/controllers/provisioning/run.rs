@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::batcher::{Batch, Batcher};
 use super::decide::{
-    self, Decision, MachineNames, REASON_FAILED_SCHEDULING, REASON_NOMINATED,
+    self, Decision, MachineNames, REASON_FAILED_SCHEDULING, REASON_NOMINATED, Target,
     failed_scheduling_message,
 };
 use crate::apis::{Machine, Provisioner};
@@ -168,13 +168,17 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
                 ctx.state.apply(&created);
                 ctx.metrics
                     .machine_created(CREATED_FOR_PROVISIONING, &new.provisioner);
+                let price = if new.price_per_hour > 0.0 {
+                    format!("${:.4}/h", new.price_per_hour)
+                } else {
+                    "an unknown price".to_string()
+                };
                 tracing::info!(
                     machine = %created.name_any(),
                     provisioner = %new.provisioner,
                     pods = new.pods.len(),
-                    "Created machine, expecting {} at ${:.4}/h",
+                    "Created machine, expecting {} at {price}",
                     new.instance_type,
-                    new.price_per_hour
                 );
             }
             Err(error) => {
@@ -188,9 +192,16 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
 
 /// Events for what the batch decided.
 fn report(ctx: &Context, decision: &Decision, failed: &[String]) {
+    // Pods take a while to land where they were nominated; their node is not empty meanwhile.
+    let until = ctx.clock.now() + ctx.settings.batch_max_duration * 2;
     for nomination in &decision.nominations {
         if failed.contains(&nomination.pod) {
             continue;
+        }
+        match &nomination.target {
+            Target::NewMachine(name) | Target::InFlightMachine(name) | Target::Node(name) => {
+                ctx.state.nominate(name, until);
+            }
         }
         ctx.events.normal(
             pod_reference(&nomination.pod),

@@ -1,0 +1,122 @@
+//! `nodewright simulate SCENARIO`: the whole controller against the simulated cluster on a
+//! sped-up clock, printing the controller's own log lines stamped with simulated time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::controllers::manager::Manager;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::sim::scenario::{
+    CloudKind, ControllerHook, ControllerParts, DEFAULT_SPEED, OutputFormat, Scenario,
+    ScenarioError, Simulation, SimulationOptions, log_layer,
+};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The scenario file (see examples/tutorial/scenario.yaml).
+    pub scenario: PathBuf,
+    /// Where instances are launched: the in-process fake, or the AWS provider against the EC2
+    /// at AWS_ENDPOINT_URL (e.g. moto_server).
+    #[arg(long, value_enum, default_value = "fake")]
+    pub cloud: CloudKind,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = DEFAULT_SPEED)]
+    pub speed: f64,
+    /// `text`: log lines and step results as they happen; `json`: one report object at the end.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Serve the simulated API server here, and keep serving after the run (for kubectl).
+    #[arg(long)]
+    pub serve: Option<SocketAddr>,
+    /// Serve only the simulated cluster; a separately started `nodewright controller` acts.
+    #[arg(long)]
+    pub no_controller: bool,
+    /// Write a kubeconfig for the simulated API server here.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+/// Runs the scenario; the exit code is 0 when every step held, 1 when an `until` timed out or
+/// the run failed, 2 for a bad scenario.
+pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
+    let scenario = match Scenario::load(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(ScenarioError::EXIT_CODE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let options = SimulationOptions {
+            speed: args.speed,
+            cloud: args.cloud,
+            output: args.output,
+            serve: args.serve,
+            write_kubeconfig: args.write_kubeconfig,
+            ..SimulationOptions::default()
+        };
+        let simulation = Simulation::new(scenario, options);
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
+            _ => EnvFilter::try_new(log_level),
+        };
+        let filter = match filter {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("error: bad log filter: {error}");
+                return ExitCode::from(ScenarioError::EXIT_CODE);
+            }
+        };
+        let _ = tracing_subscriber::registry()
+            .with(log_layer(simulation.clock(), args.output))
+            .with(filter)
+            .try_init();
+        let hook = (!args.no_controller).then(controller_hook);
+        let mut stdout = std::io::stdout();
+        match simulation.run(hook, &mut stdout).await {
+            Ok(report) => ExitCode::from(report.exit_code()),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The controller as `nodewright controller` runs it, on the simulation's clock and cloud, as
+/// the only replica.
+pub fn controller_hook() -> ControllerHook {
+    Box::new(|parts: ControllerParts| {
+        Box::pin(async move {
+            let mut settings = Settings::for_cluster(parts.cluster_name.clone());
+            settings.region = Some(parts.region.clone());
+            settings.leader_elect = false;
+            let metrics = match Metrics::new() {
+                Ok(metrics) => Arc::new(metrics),
+                Err(error) => {
+                    tracing::error!(%error, "cannot register metrics; no controller runs");
+                    return;
+                }
+            };
+            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics);
+            let (_leading, leader) = watch::channel(true);
+            manager.run(leader, parts.shutdown).await;
+        })
+    })
+}
