@@ -4,20 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
-use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::controllers::manager::Manager;
-use crate::metrics::Metrics;
-use crate::settings::Settings;
 use crate::sim::scenario::{
-    CloudKind, ControllerHook, ControllerParts, DEFAULT_SPEED, OutputFormat, Scenario,
-    ScenarioError, Simulation, SimulationOptions, log_layer,
+    CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation, SimulationOptions,
+    controller_hook, log_layer,
 };
 
 #[derive(Debug, Args)]
@@ -96,27 +91,5 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
-}
-
-/// The controller as `nodewright controller` runs it, on the simulation's clock and cloud, as
-/// the only replica.
-pub fn controller_hook() -> ControllerHook {
-    Box::new(|parts: ControllerParts| {
-        Box::pin(async move {
-            let mut settings = Settings::for_cluster(parts.cluster_name.clone());
-            settings.region = Some(parts.region.clone());
-            settings.leader_elect = false;
-            let metrics = match Metrics::new() {
-                Ok(metrics) => Arc::new(metrics),
-                Err(error) => {
-                    tracing::error!(%error, "cannot register metrics; no controller runs");
-                    return;
-                }
-            };
-            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics);
-            let (_leading, leader) = watch::channel(true);
-            manager.run(leader, parts.shutdown).await;
-        })
     })
 }

@@ -51,3 +51,65 @@ async fn with_the_aws_cloud_an_instance_in_ec2_becomes_a_managed_node() {
         "{node:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_provisions_through_ec2_and_removes_the_empty_node() {
+    let env = Env::new("sim-controller").await;
+    let provisioner = format!(
+        "apiVersion: karpenter.sh/v1alpha5
+kind: Provisioner
+metadata: {{name: default}}
+spec:
+  requirements:
+    - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
+    - {{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}}
+  provider:
+    subnetSelector: {{karpenter.sh/discovery: {cluster}}}
+    securityGroupSelector: {{karpenter.sh/discovery: {cluster}}}
+    instanceProfile: KarpenterNodeInstanceProfile-{cluster}
+  ttlSecondsAfterEmpty: 30
+",
+        cluster = env.cluster
+    );
+    let dir = dir_with(&[
+        ("provisioner.yaml", provisioner.as_str()),
+        (
+            "deployment.yaml",
+            include_str!("../../examples/tutorial/deployment.yaml"),
+        ),
+        (
+            "scenario.yaml",
+            "steps:
+  - apply: provisioner.yaml
+  - apply: deployment.yaml
+  - scale: {deployment: inflate, namespace: default, replicas: 1}
+  - until: {podsRunning: 1, managedNodes: 1, timeout: 10m}
+  - scale: {deployment: inflate, namespace: default, replicas: 0}
+  - until: {managedNodes: 0, timeout: 10m}
+",
+        ),
+    ]);
+    let options = SimulationOptions {
+        cloud: CloudKind::Aws,
+        aws: AwsSimOptions {
+            cluster_name: env.cluster.clone(),
+            kubernetes_version: KUBERNETES_VERSION.to_string(),
+            endpoint_url: Some(moto::endpoint().to_string()),
+        },
+        ..options(60.0, OutputFormat::Json)
+    };
+    let (report, printed) = simulate(
+        load(&dir.join("scenario.yaml")),
+        options,
+        Some(nodewright::sim::scenario::controller_hook()),
+    )
+    .await;
+    assert_eq!(report.exit_code(), 0, "{printed}");
+    assert_eq!(report.launched, 1, "one instance bought in EC2: {printed}");
+    assert_eq!(report.terminated, 1, "and terminated once empty: {printed}");
+    let provider = env.provider().await;
+    let live = nodewright::cloudprovider::CloudProvider::list(&provider)
+        .await
+        .expect("moto lists");
+    assert!(live.is_empty(), "no instance left running: {live:?}");
+}

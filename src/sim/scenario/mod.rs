@@ -21,11 +21,13 @@
 //!   controller is plugged in as a [`ControllerHook`].
 //! - [`steps`]: what each step does against the API server.
 //! - [`cloud`]: the cloud the simulation launches in, watched for launches and terminations.
+//! - [`controller`]: the controller as a simulation runs it.
 //! - [`cluster`]: seeding the pre-existing nodes and the kubelet of their pods.
 //! - [`report`]: the text lines, the final JSON object and the log timer.
 
 pub mod cloud;
 pub mod cluster;
+pub mod controller;
 pub mod parse;
 pub mod report;
 pub mod run;
@@ -43,6 +45,7 @@ use serde_json::Value;
 use crate::plan::Offerings;
 
 pub use cloud::{AwsSimOptions, CloudKind, ObservedCloud};
+pub use controller::controller_hook;
 pub use parse::ScenarioError;
 pub use report::{NodeReport, Report, SimulatedTime, StepReport, log_layer};
 pub use run::{

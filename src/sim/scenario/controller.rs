@@ -1,0 +1,33 @@
+//! The controller a simulation runs: `nodewright controller`'s manager on the simulation's
+//! clock, client and cloud, as the only replica.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::{ControllerHook, ControllerParts};
+use crate::controllers::manager::Manager;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// The controller as `nodewright controller` runs it, on the simulation's clock and cloud, as
+/// the only replica.
+pub fn controller_hook() -> ControllerHook {
+    Box::new(|parts: ControllerParts| {
+        Box::pin(async move {
+            let mut settings = Settings::for_cluster(parts.cluster_name.clone());
+            settings.region = Some(parts.region.clone());
+            settings.leader_elect = false;
+            let metrics = match Metrics::new() {
+                Ok(metrics) => Arc::new(metrics),
+                Err(error) => {
+                    tracing::error!(%error, "cannot register metrics; no controller runs");
+                    return;
+                }
+            };
+            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics);
+            let (_leading, leader) = watch::channel(true);
+            manager.run(leader, parts.shutdown).await;
+        })
+    })
+}
