@@ -405,3 +405,95 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_stops() {
     standby.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pdb() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, DeleteParams};
+
+    let sim = Sim::start().await;
+    let controller = sim.controller();
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("web", 2, "1").await;
+    let running = sim.running_pods(2).await;
+    let old_node = node_of(&running[0]).expect("bound");
+    sim.add_pdb("web", 1).await;
+
+    // Watch the number of running web pods from now on.
+    let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    let watcher = {
+        let fewest = fewest.clone();
+        let client = sim.client.clone();
+        tokio::spawn(async move {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client);
+            loop {
+                if let Ok(list) = pods.list(&Default::default()).await {
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            support::phase(p) == "Running"
+                                && p.metadata.deletion_timestamp.is_none()
+                        })
+                        .count();
+                    fewest.fetch_min(ready, Ordering::SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    nodes
+        .delete(&old_node, &DeleteParams::default())
+        .await
+        .expect("the node is marked for deletion");
+    let replacement = sim
+        .eventually("a replacement machine is created", || async {
+            (sim.machines().await.len() >= 2).then_some(())
+        })
+        .await;
+    let _ = replacement;
+    assert!(
+        sim.nodes()
+            .await
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(old_node.as_str())),
+        "the replacement is launched while the old node still exists"
+    );
+    sim.eventually(
+        "the old node is gone and both pods run elsewhere",
+        || async {
+            let gone = !sim
+                .nodes()
+                .await
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(old_node.as_str()));
+            let elsewhere = sim
+                .pods()
+                .await
+                .iter()
+                .filter(|p| {
+                    support::phase(p) == "Running" && node_of(p).is_some_and(|n| n != old_node)
+                })
+                .count();
+            (gone && elsewhere == 2).then_some(())
+        },
+    )
+    .await;
+    watcher.abort();
+    assert!(
+        fewest.load(Ordering::SeqCst) >= 1,
+        "the PDB (minAvailable 1) was never broken"
+    );
+    assert!(
+        sim.instances().await.len() == 1,
+        "the old instance is terminated"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}

@@ -333,6 +333,33 @@ fn existing_nodes_carry_their_running_pods_and_deleting_nodes_take_no_more() {
 }
 
 #[test]
+fn pods_on_a_node_being_deleted_need_new_capacity_at_once() {
+    let mut state = ClusterState::new();
+    let mut doomed = node("n2", "aws:///us-east-1a/i-2", Some("default"));
+    doomed["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+    state.apply_node(&from_json(doomed)).expect("applies");
+    apply_pod(&mut state, bound_to(pod("web", "1"), "n2"));
+    apply_pod(
+        &mut state,
+        owned_by(bound_to(pod("agent", "100m"), "n2"), "DaemonSet", "agent"),
+    );
+    let mut leaving = bound_to(pod("evicted", "1"), "n2");
+    leaving["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
+    apply_pod(&mut state, leaving);
+    assert_eq!(
+        provisionable_names(&state),
+        vec!["web"],
+        "only the pod that must move; daemons stay, evicted pods are replaced by their owners"
+    );
+    let nodes = state.existing_nodes();
+    let n2 = nodes.iter().find(|n| n.name == "n2").expect("n2");
+    assert!(
+        n2.pods.iter().all(|p| p.name != "web"),
+        "a pod that must move is not also counted on its old node"
+    );
+}
+
+#[test]
 fn a_node_coming_up_is_seen_without_its_startup_and_not_ready_taints() {
     let mut state = ClusterState::new();
     apply_machine(

@@ -41,16 +41,32 @@ impl ClusterState {
         self.pods.values()
     }
 
-    /// Pods waiting for a node nodewright could launch, by `namespace/name`.
+    /// Pods waiting for a node nodewright could launch, by `namespace/name`: the unschedulable
+    /// ones, and those on nodes being deleted (their capacity is launched before the drain
+    /// evicts them, as Karpenter does).
     pub fn provisionable_pods(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self
             .pods
             .values()
-            .filter(|e| e.provisionable)
+            .filter(|e| e.provisionable || self.must_move(e))
             .map(|e| &e.pod)
             .collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         pods
+    }
+
+    /// A pod that will have to run elsewhere: bound to a node being deleted, and neither a
+    /// daemon, a mirror, finished nor already going away.
+    pub fn must_move(&self, entry: &PodEntry) -> bool {
+        !entry.daemon
+            && !entry.mirror
+            && !entry.terminal
+            && !entry.deleting
+            && entry
+                .node_name
+                .as_deref()
+                .and_then(|n| self.nodes.get(n))
+                .is_some_and(|n| n.deleting)
     }
 
     /// Pods bound to `node` that still hold resources there.
@@ -157,9 +173,11 @@ impl ClusterState {
             .values()
             .map(|entry| {
                 let mut node = entry.core.clone();
+                // Pods that must move are scheduled afresh, not counted here too.
                 node.pods = self
                     .pods_on_node(&node.name)
                     .into_iter()
+                    .filter(|e| !self.must_move(e))
                     .map(|e| e.pod.clone())
                     .collect();
                 node.unschedulable |= entry.deleting;

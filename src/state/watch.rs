@@ -142,9 +142,11 @@ impl SharedState {
         }
         let was_provisionable = K::is_provisionable(state, &key);
         // Status writes (the counter's own, for one) leave the generation alone.
-        let rules_changed = K::RULES
-            && (object.meta().generation.is_none()
-                || object.meta().generation != K::cached_generation(state, &key));
+        let starts_deleting = K::starts_deleting(state, object);
+        let rules_changed = starts_deleting
+            || K::RULES
+                && (object.meta().generation.is_none()
+                    || object.meta().generation != K::cached_generation(state, &key));
         if let Err(error) = K::apply(state, object) {
             tracing::warn!(kind = K::KIND, object = %key, %error, "cannot use object; leaving it out of decisions");
         }
@@ -205,6 +207,10 @@ pub trait Cached:
     fn cached_version(_state: &ClusterState, _key: &str) -> Option<String> {
         None
     }
+    /// Whether `object` is being deleted and the cached copy was not (its pods must move).
+    fn starts_deleting(_state: &ClusterState, _object: &Self) -> bool {
+        false
+    }
     /// `metadata.generation` of the cached copy, for [`Cached::RULES`] kinds.
     fn cached_generation(_state: &ClusterState, _key: &str) -> Option<i64> {
         None
@@ -262,6 +268,12 @@ impl Cached for Node {
     }
     fn cached_version(state: &ClusterState, key: &str) -> Option<String> {
         state.node(key)?.node.metadata.resource_version.clone()
+    }
+    fn starts_deleting(state: &ClusterState, object: &Self) -> bool {
+        object.metadata.deletion_timestamp.is_some()
+            && state
+                .node(&object.name_any())
+                .is_some_and(|cached| !cached.deleting)
     }
 }
 

@@ -18,7 +18,7 @@ use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
 use nodewright::settings::Settings;
 use nodewright::sim::kubelet::{self, KubeletSettings};
-use nodewright::sim::{ApiServer, ApiServerConfig, scheduler};
+use nodewright::sim::{ApiServer, ApiServerConfig, deployments, scheduler};
 use nodewright_scheduling::catalog::PriceTable;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -121,6 +121,10 @@ impl Sim {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let tasks = vec![
+            tokio::spawn(deployments::run(
+                client.clone(),
+                until_stopped(stopped.clone()),
+            )),
             tokio::spawn(scheduler::run(
                 client.clone(),
                 until_stopped(stopped.clone()),
@@ -220,6 +224,46 @@ impl Sim {
                 .await
                 .expect("the pod is created");
         }
+    }
+
+    /// A Deployment of `replicas` pods labelled `app: NAME`, each requesting `cpu`.
+    pub async fn add_deployment(&self, name: &str, replicas: i32, cpu: &str) {
+        let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app",
+                        "image": "public.ecr.aws/eks-distro/kubernetes/pause:3.7",
+                        "resources": {"requests": {"cpu": cpu}}}]},
+                },
+            },
+        }))
+        .expect("a valid deployment");
+        Api::default_namespaced(self.client.clone())
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("the deployment is created");
+    }
+
+    /// A PodDisruptionBudget keeping `min_available` pods labelled `app: NAME`.
+    pub async fn add_pdb(&self, name: &str, min_available: i32) {
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            serde_json::from_value(json!({
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": name},
+                "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"app": name}}},
+            }))
+            .expect("a valid PDB");
+        Api::default_namespaced(self.client.clone())
+            .create(&PostParams::default(), &pdb)
+            .await
+            .expect("the PDB is created");
     }
 
     pub async fn pods(&self) -> Vec<Pod> {
