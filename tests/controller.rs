@@ -497,3 +497,114 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
     controller.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_launched_behind_the_controllers_back_is_collected() {
+    use nodewright::cloudprovider::{CloudProvider, LaunchRequest};
+
+    let sim = Sim::start().await;
+    let leaked = sim
+        .cloud
+        .create(&LaunchRequest {
+            machine_name: "launched-by-hand".to_string(),
+            machine_uid: "no-machine-has-this-uid".to_string(),
+            provisioner_name: "default".to_string(),
+            instance_types: vec!["m5.large".to_string()],
+            ..LaunchRequest::default()
+        })
+        .await
+        .expect("the fake cloud launches it");
+    let controller = sim.controller();
+    sim.eventually("the leaked instance is terminated", || async {
+        let live = sim.instances().await;
+        (!live.iter().any(|i| i.instance_id == leaked.instance_id)).then_some(())
+    })
+    .await;
+    let text = controller.metrics.encode().expect("metrics");
+    assert_eq!(
+        support::metric_value(
+            &text,
+            "karpenter_machines_terminated_total",
+            "reason=\"garbage_collection\""
+        ),
+        Some(1.0)
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_drain_resumes_it_and_the_finalizer_holds_the_node() {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+    let sim = Sim::start().await;
+    let first = sim.controller();
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("web", 2, "1").await;
+    let running = sim.running_pods(2).await;
+    let old_node = node_of(&running[0]).expect("bound");
+    let old_instance = sim.instances().await[0].instance_id.clone();
+    // No pod may go: the drain stalls.
+    sim.add_pdb("web", 2).await;
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    nodes
+        .delete(&old_node, &DeleteParams::default())
+        .await
+        .expect("the node is marked for deletion");
+    sim.eventually("the node is cordoned", || async {
+        let node = nodes.get(&old_node).await.ok()?;
+        node.spec?.unschedulable.filter(|u| *u)
+    })
+    .await;
+    sim.wait(std::time::Duration::from_secs(30)).await;
+    first.kill();
+    sim.wait(std::time::Duration::from_secs(60)).await;
+    let held = nodes
+        .get(&old_node)
+        .await
+        .expect("the finalizer holds the node");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(
+        sim.instances()
+            .await
+            .iter()
+            .any(|i| i.instance_id == old_instance),
+        "the instance runs until the node is drained"
+    );
+    // The budget relaxes and a new controller takes over the drain.
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(sim.client.clone());
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 1}})),
+    )
+    .await
+    .expect("the PDB is relaxed");
+    let second = sim.controller();
+    sim.eventually("the drain resumes and the node goes", || async {
+        nodes.get_opt(&old_node).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        !sim.instances()
+            .await
+            .iter()
+            .any(|i| i.instance_id == old_instance),
+        "its instance is terminated"
+    );
+    sim.eventually("both pods run elsewhere", || async {
+        let elsewhere = sim
+            .pods()
+            .await
+            .iter()
+            .filter(|p| support::phase(p) == "Running" && node_of(p).is_some_and(|n| n != old_node))
+            .count();
+        (elsewhere == 2).then_some(())
+    })
+    .await;
+    second.stop().await;
+    sim.stop().await;
+}

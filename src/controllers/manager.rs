@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::cloudprovider::CloudProvider;
 use crate::controllers::context::Context;
-use crate::controllers::{counter, emptiness, lifecycle, provisioning, termination};
+use crate::controllers::{counter, emptiness, gc, lifecycle, provisioning, termination};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::SharedState;
@@ -74,6 +74,7 @@ impl Manager {
             loops.spawn(lifecycle::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(counter::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(termination::run(ctx.clone(), stopped.clone()));
+            loops.spawn(gc::run(ctx.clone(), stopped.clone()));
             loops.spawn(emptiness::run(ctx.clone(), stopped));
             self.running.send_replace(true);
             tokio::select! {

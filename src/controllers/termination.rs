@@ -27,6 +27,8 @@ use crate::state::{ClusterState, NodeEntry, PodEntry};
 const CONTROLLER: &str = "node.termination";
 /// How often a drain or an instance termination is looked at again.
 const POLL: Duration = Duration::from_secs(2);
+/// Real time one eviction may take, the client's own retries of a 429 included.
+const EVICTION_PATIENCE: Duration = Duration::from_secs(2);
 /// Annotation a disruption writes on a node it deletes, so the metric can say why.
 pub const TERMINATION_REASON_ANNOTATION: &str = "karpenter.sh/disruption-reason";
 
@@ -173,12 +175,20 @@ async fn act(
             for key in &pods {
                 let (namespace, pod) = key.split_once('/').unwrap_or(("default", key));
                 let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-                match api.evict(pod, &EvictParams::default()).await {
-                    Ok(_) => ctx.metrics.pod_evicted(),
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                // A client that retries 429 itself would hold this node's drain for minutes;
+                // the loop's own backoff retries instead.
+                let answer = tokio::time::timeout(
+                    EVICTION_PATIENCE,
+                    api.evict(pod, &EvictParams::default()),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(_)) => ctx.metrics.pod_evicted(),
+                    Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
                     // 429: a PDB allows no disruption now; try again later.
-                    Err(kube::Error::Api(status)) if status.code == 429 => refused += 1,
-                    Err(e) => return Err(format!("cannot evict pod {key}: {e}")),
+                    Ok(Err(kube::Error::Api(status))) if status.code == 429 => refused += 1,
+                    Err(_) => refused += 1,
+                    Ok(Err(e)) => return Err(format!("cannot evict pod {key}: {e}")),
                 }
             }
             if refused > 0 {
