@@ -12,8 +12,10 @@ use nodewright_scheduling::catalog::PriceTable;
 use tokio::sync::watch;
 
 use crate::cloudprovider::CloudProvider;
-use crate::cloudprovider::aws::sdk::SdkSettings;
+use crate::cloudprovider::aws::sdk::{SdkSettings, load_config};
+use crate::cloudprovider::aws::sqs::SdkQueue;
 use crate::cloudprovider::aws::{AwsCloudProvider, AwsSettings};
+use crate::controllers::interruption::Interruption;
 use crate::controllers::manager::Manager;
 use crate::leader::{self, Leadership, LeaseSettings};
 use crate::metrics::Metrics;
@@ -85,8 +87,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         region = %provider.settings().region,
         "starting nodewright controller"
     );
-    let cloud: Arc<dyn CloudProvider> = provider;
+    let cloud: Arc<dyn CloudProvider> = provider.clone();
     let metrics = Arc::new(Metrics::new()?);
+    let interruption = match &settings.interruption_queue {
+        Some(queue) => {
+            let queue = Arc::new(SdkQueue::new(&load_config(&sdk).await, queue));
+            Some(Interruption::new(queue, provider, &metrics)?)
+        }
+        None => None,
+    };
     let readiness = Readiness::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -122,6 +131,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         settings,
         metrics,
     );
+    let manager = match interruption {
+        Some(interruption) => manager.with_interruption(interruption),
+        None => manager,
+    };
     tokio::spawn(report_readiness(
         readiness,
         manager.state(),

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::cloudprovider::CloudProvider;
 use crate::controllers::context::Context;
+use crate::controllers::interruption::{self, Interruption};
 use crate::controllers::{counter, emptiness, gc, lifecycle, provisioning, termination};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -22,6 +23,7 @@ use crate::state::watch::spawn_watchers;
 pub struct Manager {
     ctx: Arc<Context>,
     running: watch::Sender<bool>,
+    interruption: Option<Arc<Interruption>>,
 }
 
 impl Manager {
@@ -37,7 +39,14 @@ impl Manager {
         Manager {
             ctx: Arc::new(Context::new(client, cloud, clock, settings, metrics, state)),
             running: watch::Sender::new(false),
+            interruption: None,
         }
+    }
+
+    /// Handles the interruption queue (when `settings.interruption_queue` is set too).
+    pub fn with_interruption(mut self, interruption: Interruption) -> Manager {
+        self.interruption = Some(Arc::new(interruption));
+        self
     }
 
     /// The cache the watchers fill.
@@ -75,6 +84,11 @@ impl Manager {
             loops.spawn(counter::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(termination::run(ctx.clone(), stopped.clone()));
             loops.spawn(gc::run(ctx.clone(), stopped.clone()));
+            loops.spawn(interruption::run(
+                ctx.clone(),
+                self.interruption.clone(),
+                stopped.clone(),
+            ));
             loops.spawn(emptiness::run(ctx.clone(), stopped));
             self.running.send_replace(true);
             tokio::select! {

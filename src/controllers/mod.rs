@@ -14,6 +14,7 @@ pub mod context;
 pub mod counter;
 pub mod emptiness;
 pub mod events;
+pub mod interruption;
 pub mod gc;
 pub mod lifecycle;
 pub mod manager;

@@ -27,6 +27,7 @@ pub mod memory;
 pub mod pricing;
 pub mod sdk;
 mod sdk_shapes;
+pub mod sqs;
 pub mod unavailable;
 pub mod userdata;
 
