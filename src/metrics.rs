@@ -112,6 +112,7 @@ pub struct Metrics {
     provisioner_usage_pct: GaugeVec,
     cost_per_hour: GaugeVec,
     pods_evicted: IntCounterVec,
+    disruption: DisruptionMetrics,
     /// The label values of each pod's live series (by `namespace/name`), so a change replaces it.
     pod_series: Mutex<HashMap<String, PodStateLabels>>,
     /// Resource types with a limit or usage series, by provisioner, so they can be removed.
@@ -222,6 +223,7 @@ impl Metrics {
                 "Pods evicted from nodes being terminated.",
                 &[],
             )?,
+            disruption: DisruptionMetrics::register(&registry)?,
             scheduling_duration,
             cloudprovider_duration,
             registry,
@@ -492,7 +494,9 @@ impl DisruptionMetrics {
     }
 
     pub fn action_performed(&self, action: &str, deprovisioner: &str) {
-        self.actions.with_label_values(&[action, deprovisioner]).inc();
+        self.actions
+            .with_label_values(&[action, deprovisioner])
+            .inc();
     }
 
     pub fn consolidation_saved(&self, usd_per_hour: f64) {

@@ -83,6 +83,10 @@ impl Manager {
             loops.spawn(lifecycle::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(counter::run::run(ctx.clone(), stopped.clone()));
             loops.spawn(termination::run(ctx.clone(), stopped.clone()));
+            loops.spawn(crate::controllers::disruption::run(
+                ctx.clone(),
+                stopped.clone(),
+            ));
             loops.spawn(gc::run(ctx.clone(), stopped.clone()));
             loops.spawn(interruption::run(
                 ctx.clone(),

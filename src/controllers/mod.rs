@@ -12,6 +12,7 @@ use nodewright_scheduling::resources::{Resources, format_amount};
 
 pub mod context;
 pub mod counter;
+pub mod disruption;
 pub mod emptiness;
 pub mod events;
 pub mod interruption;

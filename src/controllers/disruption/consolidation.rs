@@ -1,0 +1,216 @@
+//! Consolidation as a pure decision: delete nodes whose pods fit on the other nodes, or replace
+//! one or more nodes with one cheaper node, decided by the scheduling core on the cluster minus
+//! the candidates.
+//!
+//! Candidates go in order of savings per disrupted pod (their price over the pods that would
+//! move). Several nodes at once are tried first (the longest prefix of that order, up to
+//! [`MAX_MULTI_NODE`], that one action can remove, found by bisection), then one node at a
+//! time. Anti-churn rules for a replacement:
+//! - a node is never replaced with its own instance type (nor several nodes with the type of
+//!   one of them: deleting the others does that with less churn);
+//! - the replacement must save at least `min_saving_fraction` of the candidates' $/h: only
+//!   instance types whose cheapest allowed offering is that much cheaper are kept;
+//! - spot nodes are replaced only with spot, only with the SpotToSpotConsolidation gate, and
+//!   only when at least [`MIN_SPOT_TO_SPOT_TYPES`] cheaper types are left to choose from (a
+//!   short list would pick the type most likely to be interrupted again).
+
+use std::cmp::Ordering;
+
+use nodewright_scheduling::ScheduleInput;
+use nodewright_scheduling::instance_type::CapacityType;
+use nodewright_scheduling::labels;
+use nodewright_scheduling::plan::PlannedNode;
+use nodewright_scheduling::requirements::{
+    NodeSelectorRequirement, Operator, Requirements, ValueSet,
+};
+
+use super::candidates::Candidate;
+use super::command::{Command, Reason, dollars};
+use super::simulate;
+use crate::state::capacity_type_value;
+
+/// At most this many nodes are considered for one multi-node action (Karpenter's bound).
+pub const MAX_MULTI_NODE: usize = 100;
+/// A spot node is replaced only when at least this many cheaper spot types are on offer.
+pub const MIN_SPOT_TO_SPOT_TYPES: usize = 15;
+
+/// The knobs consolidation reads from the settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConsolidationSettings {
+    /// A replacement must save this fraction of the candidates' $/h.
+    pub min_saving_fraction: f64,
+    /// The SpotToSpotConsolidation feature gate.
+    pub spot_to_spot: bool,
+}
+
+/// Candidates by savings per disrupted pod, highest first; ties by node name.
+pub fn order(candidates: &mut [Candidate]) {
+    let per_pod = |c: &Candidate| c.price_or_zero() / c.pods.len().max(1) as f64;
+    candidates.sort_by(|a, b| {
+        per_pod(b)
+            .partial_cmp(&per_pod(a))
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| a.node.cmp(&b.node))
+    });
+}
+
+/// The first consolidation that holds over `candidates` (ordered with [`order`]), if any.
+pub fn consolidate(
+    base: &mut ScheduleInput,
+    candidates: &[Candidate],
+    settings: &ConsolidationSettings,
+) -> Option<Command> {
+    if let Some(command) = multi_node(base, candidates, settings) {
+        return Some(command);
+    }
+    candidates
+        .iter()
+        .find_map(|candidate| evaluate(base, &[candidate], settings).ok())
+}
+
+/// The longest prefix of two or more candidates that one action removes.
+fn multi_node(
+    base: &mut ScheduleInput,
+    candidates: &[Candidate],
+    settings: &ConsolidationSettings,
+) -> Option<Command> {
+    let most = candidates.len().min(MAX_MULTI_NODE);
+    if most < 2 {
+        return None;
+    }
+    let (mut low, mut high) = (2, most);
+    let mut best = None;
+    while low <= high {
+        let mid = (low + high) / 2;
+        let prefix: Vec<&Candidate> = candidates[..mid].iter().collect();
+        match evaluate(base, &prefix, settings) {
+            Ok(command) => {
+                best = Some(command);
+                low = mid + 1;
+            }
+            Err(_) => high = mid - 1,
+        }
+    }
+    best
+}
+
+/// Whether `set` can go at once: deleted (its pods fit on the other nodes) or replaced with
+/// one cheaper node; else why not.
+pub fn evaluate(
+    base: &mut ScheduleInput,
+    set: &[&Candidate],
+    settings: &ConsolidationSettings,
+) -> Result<Command, String> {
+    let new_nodes = simulate::new_nodes_for(base, set)?;
+    let command = |replacements: Vec<PlannedNode>| Command {
+        reason: Reason::Consolidation,
+        candidates: set.iter().map(|c| (*c).clone()).collect(),
+        replacements,
+        detail: String::new(),
+    };
+    match new_nodes.len() {
+        0 => Ok(command(Vec::new())),
+        1 => {
+            let planned = new_nodes.into_iter().next().ok_or("no new node")?;
+            let replacement = cheaper_replacement(base, set, planned, settings)?;
+            Ok(command(vec![replacement]))
+        }
+        n => Err(format!("its pods would need {n} new nodes")),
+    }
+}
+
+/// `planned` narrowed to the instance types that keep every anti-churn rule, cheapest first.
+fn cheaper_replacement(
+    base: &ScheduleInput,
+    set: &[&Candidate],
+    mut planned: PlannedNode,
+    settings: &ConsolidationSettings,
+) -> Result<PlannedNode, String> {
+    let mut price = 0.0;
+    for candidate in set {
+        match candidate.price_per_hour {
+            Some(p) => price += p,
+            None => {
+                return Err(format!(
+                    "the price of node {} ({}) is unknown",
+                    candidate.node, candidate.instance_type
+                ));
+            }
+        }
+    }
+    let spot_only = set.iter().all(|c| c.is_spot());
+    if spot_only && !settings.spot_to_spot {
+        return Err(
+            "spot nodes are replaced only with the SpotToSpotConsolidation feature gate"
+                .to_string(),
+        );
+    }
+    let mut requirements = Requirements::from_node_selector(&planned.requirements);
+    if spot_only {
+        requirements.add(
+            labels::CAPACITY_TYPE,
+            &ValueSet::one(labels::CAPACITY_TYPE_SPOT),
+        );
+    }
+    let threshold = price * (1.0 - settings.min_saving_fraction);
+    let types = base
+        .provisioners
+        .iter()
+        .find(|p| p.provisioner.name == planned.provisioner)
+        .map(|p| p.instance_types.as_slice())
+        .unwrap_or_default();
+    let zones = requirements.get_or_any(labels::ZONE);
+    let capacity_types = requirements.get_or_any(labels::CAPACITY_TYPE);
+    // Several nodes into one of their own type: deleting all but one does that with less churn.
+    let own_type = |name: &str| set.iter().any(|c| c.instance_type == name);
+    // (price, type, zone, capacity type) of each kept type's cheapest allowed offering.
+    let mut kept: Vec<(f64, &str, &str, CapacityType)> = planned
+        .instance_types
+        .iter()
+        .filter(|name| !own_type(name))
+        .filter_map(|name| {
+            let option = types.iter().find(|t| &t.instance_type.name == name)?;
+            option
+                .instance_type
+                .offerings
+                .iter()
+                .filter(|o| o.available && zones.allows(Some(&o.zone)))
+                .filter(|o| capacity_types.allows(Some(capacity_type_value(o.capacity_type))))
+                .filter_map(|o| Some((o.price_per_hour?, o)))
+                .min_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal))
+                .map(|(p, o)| (p, name.as_str(), o.zone.as_str(), o.capacity_type))
+        })
+        .filter(|(p, ..)| *p <= threshold)
+        .collect();
+    kept.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    let Some(&(cheapest, name, zone, capacity_type)) = kept.first() else {
+        return Err(format!(
+            "no other instance type for its pods costs {} or less ({:.0}% below {})",
+            dollars(threshold),
+            settings.min_saving_fraction * 100.0,
+            dollars(price)
+        ));
+    };
+    if spot_only && kept.len() < MIN_SPOT_TO_SPOT_TYPES {
+        return Err(format!(
+            "only {} cheaper spot instance types (spot-to-spot needs {MIN_SPOT_TO_SPOT_TYPES})",
+            kept.len()
+        ));
+    }
+    planned.instance_type = name.to_string();
+    planned.zone = zone.to_string();
+    planned.capacity_type = capacity_type;
+    planned.price_per_hour = cheapest;
+    planned.instance_types = kept.iter().map(|(_, n, ..)| n.to_string()).collect();
+    if spot_only {
+        planned
+            .requirements
+            .retain(|r| labels::normalize_key(&r.key) != labels::CAPACITY_TYPE);
+        planned.requirements.push(NodeSelectorRequirement::new(
+            labels::CAPACITY_TYPE,
+            Operator::In,
+            [labels::CAPACITY_TYPE_SPOT],
+        ));
+    }
+    Ok(planned)
+}

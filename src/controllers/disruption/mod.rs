@@ -1,0 +1,369 @@
+//! The disruption loop (the slow loop): every [`PERIOD`], at most one action — expiry first,
+//! then drift, then consolidation (emptiness has its own loop, `emptiness.rs`). A decision is
+//! taken again [`VALIDATION_DELAY`] later on the fresh cache and acted on only if it still
+//! holds: the same reason, the same nodes, a replacement exactly when one was decided.
+//!
+//! Pipeline: observe (the cache; [`candidates`] says which nodes may be disrupted and why not;
+//! [`drift::CloudDrift`] holds the cloud provider's drift answers) → decide (pure: [`decide`]
+//! over [`expiry`], [`drift`], [`consolidation`], each asking [`simulate`] where the pods would
+//! go) → act ([`act`]: taint, launch and wait for replacements, then delete; the termination
+//! controller drains). Nothing is decided while the cluster is in motion — a machine still
+//! launching or a managed node still terminating — since the pods moving would be counted
+//! twice or not at all.
+
+pub mod act;
+pub mod candidates;
+pub mod command;
+pub mod consolidation;
+pub mod drift;
+pub mod expiry;
+pub mod simulate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nodewright_scheduling::ScheduleInput;
+use nodewright_scheduling::labels;
+use tokio::sync::watch;
+
+pub use command::{Command, Reason};
+
+use self::act::Abort;
+use self::candidates::{Blocked, Candidate};
+use self::consolidation::ConsolidationSettings;
+use self::drift::CloudDrift;
+use crate::clock::sleep;
+use crate::controllers::context::Context;
+use crate::settings::Settings;
+use crate::state::{ClusterState, InstanceTypesByProvisioner, NodeEntry, SharedState};
+
+/// How often the loop looks for something to disrupt (simulated time).
+pub const PERIOD: Duration = Duration::from_secs(10);
+/// How long a decision waits before it is taken again and acted on.
+pub const VALIDATION_DELAY: Duration = Duration::from_secs(15);
+
+/// What a pass reads besides the cache.
+pub struct Inputs<'a> {
+    pub types: &'a InstanceTypesByProvisioner,
+    pub settings: &'a Settings,
+    pub now: SystemTime,
+    /// Drifted nodes by name, with why (see [`drift::drifted`]); empty with the gate off.
+    pub drifted: &'a BTreeMap<String, String>,
+    /// Whether pods were just nominated to a node or machine of this name.
+    pub nominated: &'a dyn Fn(&str) -> bool,
+}
+
+/// What one pass found.
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    pub command: Option<Command>,
+    /// Nodes a disruption wanted but may not touch, with the disruption.
+    pub blocked: Vec<(Reason, Blocked)>,
+    /// Why nothing was decided this pass, when the cluster is in motion.
+    pub settling: Option<String>,
+}
+
+/// Why disruption waits: a machine still launching or a managed node still terminating.
+pub fn settling(state: &ClusterState) -> Option<String> {
+    if let Some(machine) = state.in_flight().next() {
+        return Some(format!(
+            "machine {} has not registered yet",
+            machine.machine.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
+    state
+        .nodes()
+        .find(|n| n.deleting && n.core.labels.contains_key(labels::PROVISIONER_NAME))
+        .map(|n| format!("node {} is still terminating", n.core.name))
+}
+
+fn consolidation_enabled(state: &ClusterState, node: &NodeEntry) -> bool {
+    node.core
+        .labels
+        .get(labels::PROVISIONER_NAME)
+        .and_then(|p| state.provisioner(p))
+        .is_some_and(|p| p.provisioner.spec.consolidation_enabled())
+}
+
+fn consolidation_settings(settings: &Settings) -> ConsolidationSettings {
+    ConsolidationSettings {
+        min_saving_fraction: settings.consolidation_min_saving_fraction,
+        spot_to_spot: settings.feature_gates.spot_to_spot_consolidation,
+    }
+}
+
+/// The candidates and blocked nodes for `reason`.
+fn partition(
+    state: &ClusterState,
+    reason: Reason,
+    inputs: &Inputs,
+) -> (Vec<Candidate>, Vec<Blocked>) {
+    let now = inputs.now;
+    match reason {
+        Reason::Expiration => {
+            candidates::partition(state, reason, inputs.types, inputs.nominated, |n| {
+                expiry::is_expired(state, n, now)
+            })
+        }
+        Reason::Drift => {
+            candidates::partition(state, reason, inputs.types, inputs.nominated, |n| {
+                inputs.drifted.contains_key(&n.core.name)
+            })
+        }
+        Reason::Consolidation => {
+            candidates::partition(state, reason, inputs.types, inputs.nominated, |n| {
+                consolidation_enabled(state, n)
+            })
+        }
+    }
+}
+
+/// The scheduling core's input for the whole cluster, built at most once per pass.
+struct LazyInput<'a> {
+    state: &'a ClusterState,
+    inputs: &'a Inputs<'a>,
+    built: Option<ScheduleInput>,
+}
+
+impl LazyInput<'_> {
+    fn get(&mut self) -> &mut ScheduleInput {
+        let (state, inputs) = (self.state, self.inputs);
+        self.built
+            .get_or_insert_with(|| state.schedule_input(inputs.types, inputs.settings))
+    }
+}
+
+/// One pass: the first action to take (expiry, then drift, then consolidation), if any.
+pub fn decide(state: &ClusterState, inputs: &Inputs) -> Pass {
+    let mut pass = Pass {
+        settling: settling(state),
+        ..Pass::default()
+    };
+    if pass.settling.is_some() {
+        return pass;
+    }
+    let mut base = LazyInput {
+        state,
+        inputs,
+        built: None,
+    };
+    for reason in [Reason::Expiration, Reason::Drift, Reason::Consolidation] {
+        let (mut found, blocked) = partition(state, reason, inputs);
+        pass.blocked
+            .extend(blocked.into_iter().map(|b| (reason, b)));
+        if found.is_empty() {
+            continue;
+        }
+        let command = match reason {
+            Reason::Expiration => expiry::expire(base.get(), &mut found, inputs.now, |c| {
+                state.node(&c.node).and_then(|n| expiry::ttl(state, n))
+            }),
+            Reason::Drift => drift::drift(base.get(), &found, inputs.drifted),
+            Reason::Consolidation => {
+                consolidation::order(&mut found);
+                consolidation::consolidate(
+                    base.get(),
+                    &found,
+                    &consolidation_settings(inputs.settings),
+                )
+            }
+        };
+        if command.is_some() {
+            pass.command = command;
+            return pass;
+        }
+    }
+    pass
+}
+
+/// `decided` taken again on the current cache: the same nodes, judged afresh. `None` when
+/// one of them may no longer be disrupted for that reason, or the cluster is in motion.
+pub fn revalidate(state: &ClusterState, inputs: &Inputs, decided: &Command) -> Option<Command> {
+    if settling(state).is_some() {
+        return None;
+    }
+    let (found, _) = partition(state, decided.reason, inputs);
+    let set: Vec<&Candidate> = decided
+        .node_names()
+        .iter()
+        .map(|name| found.iter().find(|c| c.node == *name))
+        .collect::<Option<_>>()?;
+    let mut base = state.schedule_input(inputs.types, inputs.settings);
+    match decided.reason {
+        Reason::Consolidation => {
+            consolidation::evaluate(&mut base, &set, &consolidation_settings(inputs.settings)).ok()
+        }
+        Reason::Expiration => {
+            let candidate = set.first()?;
+            let ttl = expiry::ttl(state, state.node(&candidate.node)?)?;
+            expiry::evaluate(&mut base, candidate, ttl, inputs.now).ok()
+        }
+        Reason::Drift => {
+            let candidate = set.first()?;
+            let why = inputs.drifted.get(&candidate.node)?.clone();
+            simulate::replace_or_delete(&mut base, candidate, Reason::Drift, why).ok()
+        }
+    }
+}
+
+/// Whether pods were just nominated to `node` or to its machine.
+fn nominated(shared: &SharedState, state: &ClusterState, node: &str, now: SystemTime) -> bool {
+    let machine = state
+        .node(node)
+        .and_then(|n| state.machine_of_node(n))
+        .and_then(|m| m.machine.metadata.name.clone());
+    shared.is_nominated(node, now) || machine.is_some_and(|m| shared.is_nominated(&m, now))
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    clear_stale_taints(&ctx).await;
+    let mut cloud = CloudDrift::default();
+    let mut waiting_on: Option<String> = None;
+    loop {
+        let pass = observe_and_decide(&ctx, &mut cloud).await;
+        if pass.settling != waiting_on {
+            if let Some(why) = &pass.settling {
+                tracing::debug!("disruption waits: {why}");
+            }
+            waiting_on = pass.settling.clone();
+        }
+        report_blocked(&ctx, &pass.blocked);
+        if let Some(decided) = pass.command {
+            tracing::debug!(
+                "disruption decided, validating in {}s: {}",
+                VALIDATION_DELAY.as_secs(),
+                decided.describe()
+            );
+            if !pause(&ctx, &mut stop, VALIDATION_DELAY).await {
+                return;
+            }
+            let again = {
+                let (types, drifted) = refresh(&ctx, &mut cloud).await;
+                let now = ctx.clock.now();
+                let state = ctx.state.read();
+                let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
+                let inputs = Inputs {
+                    types: &types,
+                    settings: &ctx.settings,
+                    now,
+                    drifted: &drifted,
+                    nominated: &is_nominated,
+                };
+                revalidate(&state, &inputs, &decided)
+            };
+            match again {
+                Some(again) if decided.still_holds(&again) => {
+                    match act::execute(&ctx, &again, &mut stop).await {
+                        Ok(()) => {}
+                        Err(Abort::Stopped) => return,
+                        Err(Abort::Failed(error)) => {
+                            tracing::warn!(reason = again.reason.as_str(), %error, "disruption abandoned");
+                            for node in again.node_names() {
+                                act::event_on_node(&ctx, node, true, act::REASON_FAILED, &error);
+                            }
+                        }
+                    }
+                }
+                _ => tracing::info!(
+                    nodes = ?decided.node_names(),
+                    "Abandoning {} of node(s): no longer valid after {}s",
+                    decided.reason.as_str(),
+                    VALIDATION_DELAY.as_secs()
+                ),
+            }
+        }
+        if !pause(&ctx, &mut stop, PERIOD).await {
+            return;
+        }
+    }
+}
+
+/// Instance types and drift answers, refreshed.
+async fn refresh(
+    ctx: &Context,
+    cloud: &mut CloudDrift,
+) -> (InstanceTypesByProvisioner, BTreeMap<String, String>) {
+    let (types, _) = ctx.resolve_instance_types("disruption").await;
+    if !ctx.settings.feature_gates.drift {
+        return (types, BTreeMap::new());
+    }
+    cloud.refresh(ctx).await;
+    let drifted = drift::drifted(&ctx.state.read(), cloud);
+    (types, drifted)
+}
+
+async fn observe_and_decide(ctx: &Context, cloud: &mut CloudDrift) -> Pass {
+    if settling(&ctx.state.read()).is_some() {
+        // Nothing is decided meanwhile: skip the cloud calls too.
+        return Pass {
+            settling: settling(&ctx.state.read()),
+            ..Pass::default()
+        };
+    }
+    let (types, drifted) = refresh(ctx, cloud).await;
+    let now = ctx.clock.now();
+    let started = Instant::now();
+    let state = ctx.state.read();
+    let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
+    let inputs = Inputs {
+        types: &types,
+        settings: &ctx.settings,
+        now,
+        drifted: &drifted,
+        nominated: &is_nominated,
+    };
+    let pass = decide(&state, &inputs);
+    drop(state);
+    tracing::trace!(took = ?started.elapsed(), "disruption pass");
+    pass
+}
+
+/// An Event on each node a disruption wanted and may not touch (repeats are dropped by the
+/// Event writer); nothing for reasons that pass by themselves.
+fn report_blocked(ctx: &Context, blocked: &[(Reason, Blocked)]) {
+    for (reason, node) in blocked.iter().filter(|(_, b)| !b.transient) {
+        let message = format!("Cannot disrupt node ({}): {}", reason.as_str(), node.reason);
+        tracing::debug!(node = %node.node, "{message}");
+        act::event_on_node(ctx, &node.node, false, act::REASON_BLOCKED, &message);
+    }
+}
+
+/// Sleeps `duration` (simulated); false when the loop is told to stop.
+async fn pause(ctx: &Context, stop: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|stopped| *stopped) => false,
+        () = sleep(ctx.clock.as_ref(), duration) => true,
+    }
+}
+
+/// A previous leader may have stopped between tainting a node and deleting it: nodes that are
+/// not being deleted lose the disruption taint.
+async fn clear_stale_taints(ctx: &Context) {
+    let stale: Vec<String> = ctx
+        .state
+        .read()
+        .nodes()
+        .filter(|n| !n.deleting)
+        .filter(|n| {
+            n.node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key == labels::DISRUPTION_TAINT_KEY))
+        })
+        .map(|n| n.core.name.clone())
+        .collect();
+    for node in stale {
+        match act::set_disruption_taint(ctx, &node, false).await {
+            Ok(()) => tracing::info!(node = %node, "Removed a stale disruption taint"),
+            Err(error) => {
+                tracing::warn!(node = %node, %error, "cannot remove a stale disruption taint")
+            }
+        }
+    }
+}
