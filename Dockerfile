@@ -22,7 +22,9 @@ RUN touch src/main.rs src/lib.rs crates/scheduling/src/lib.rs \
  && cargo build --release --locked --bin nodewright \
  && cp target/release/nodewright /nodewright
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Pinned by digest, since the :nonroot tag moves with every distroless rebuild. To refresh:
+#   crane digest gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 COPY --from=build /nodewright /usr/local/bin/nodewright
 USER 65532:65532
 EXPOSE 8080 8081
