@@ -503,3 +503,74 @@ fn the_charts_crds_are_the_generated_crds() {
         );
     }
 }
+
+/// The `--set` arguments of the README's `helm upgrade --install` command, with the shell's
+/// quoting removed and its variables given example values.
+fn readme_install_sets() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+    let start = readme
+        .find("helm upgrade --install nodewright charts/nodewright")
+        .expect("the README installs the chart");
+    let command: String = readme[start..]
+        .lines()
+        .take_while(|line| !line.trim().is_empty() && !line.starts_with("```"))
+        .map(|line| line.trim_end_matches('\\'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut words = command.split_whitespace();
+    let mut sets = Vec::new();
+    while let Some(word) = words.next() {
+        if word == "--set" {
+            let mut set = words.next().expect("--set has a value").replace('"', "");
+            for (name, value) in [
+                ("${CLUSTER_NAME}", CLUSTER),
+                (
+                    "${CLUSTER_ENDPOINT}",
+                    "https://ABCD.gr7.us-west-2.eks.amazonaws.com",
+                ),
+                ("${AWS_PARTITION}", "aws"),
+                ("${AWS_ACCOUNT_ID}", "111122223333"),
+                (
+                    "${IMAGE_REPO}",
+                    "111122223333.dkr.ecr.us-west-2.amazonaws.com/nodewright",
+                ),
+            ] {
+                set = set.replace(name, value);
+            }
+            assert!(!set.contains('$'), "an unknown variable in {set}");
+            sets.push(set);
+        }
+    }
+    sets
+}
+
+#[test]
+fn the_readmes_install_command_installs_a_working_controller() {
+    let sets = readme_install_sets();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let rendered = render(&sets);
+    let account: ServiceAccount = rendered.typed("ServiceAccount");
+    assert_eq!(
+        account
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("eks.amazonaws.com/role-arn")
+            .map(String::as_str),
+        Some("arn:aws:iam::111122223333:role/my-cluster-nodewright"),
+        "IRSA: the role eksctl creates for nodewright/nodewright"
+    );
+    assert_eq!(account.metadata.name.as_deref(), Some("nodewright"));
+    assert_eq!(
+        controller(&rendered).image.as_deref(),
+        Some("111122223333.dkr.ecr.us-west-2.amazonaws.com/nodewright:0.1.0")
+    );
+    let cli = Cli::try_parse_from(controller_invocation(&rendered)).expect("parses");
+    let Command::Controller(args) = cli.command else {
+        panic!("controller")
+    };
+    args.settings.validate().expect("valid settings");
+    assert_eq!(args.settings.cluster_name, CLUSTER);
+    assert!(args.settings.cluster_endpoint.is_some());
+    assert_eq!(args.settings.interruption_queue.as_deref(), Some(CLUSTER));
+}

@@ -250,6 +250,14 @@ fn the_policy_has_no_wildcard_action_and_only_known_variables() {
     }
     let known: BTreeSet<String> = PLACEHOLDERS.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(variables, known, "the README exports exactly these");
+    // envsubst with a list replaces only those, so the README's list must be the policy's.
+    let listed: Vec<String> = PLACEHOLDERS
+        .iter()
+        .map(|(n, _)| format!("${{{n}}}"))
+        .collect();
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+    let command = format!("envsubst '{}' < docs/iam-policy.json", listed.join(" "));
+    assert!(readme.contains(&command), "the README runs `{command}`");
     for statement in policy() {
         for action in &statement.actions {
             assert!(
