@@ -190,3 +190,86 @@ fn the_build_uses_the_toolchain_cargo_asks_for_and_exposes_the_controllers_ports
         );
     }
 }
+
+/// Target files a manifest declares (`[[bench]]`, `[[test]]`, `[[example]]`), relative to the
+/// repository: Cargo refuses to load a manifest whose declared target file is missing.
+fn declared_targets(crate_dir: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(repo(crate_dir).join("Cargo.toml")).expect("manifest");
+    let mut targets = Vec::new();
+    let mut section: Option<(&str, Option<String>, Option<String>)> = None;
+    let mut finish = |section: Option<(&str, Option<String>, Option<String>)>| {
+        if let Some((dir, name, path)) = section {
+            let name = name.expect("a declared target has a name");
+            let path = path.unwrap_or_else(|| format!("{dir}/{name}.rs"));
+            let joined = if crate_dir.is_empty() {
+                path
+            } else {
+                format!("{crate_dir}/{path}")
+            };
+            targets.push(joined);
+        }
+    };
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            finish(section.take());
+            section = match line {
+                "[[bench]]" => Some(("benches", None, None)),
+                "[[test]]" => Some(("tests", None, None)),
+                "[[example]]" => Some(("examples", None, None)),
+                _ => None,
+            };
+        } else if let Some((_, name, path)) = &mut section {
+            let value = |key: &str| {
+                line.strip_prefix(key)
+                    .map(str::trim_start)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            };
+            if let Some(v) = value("name") {
+                *name = Some(v);
+            }
+            if let Some(v) = value("path") {
+                *path = Some(v);
+            }
+        }
+    }
+    finish(section);
+    targets
+}
+
+#[test]
+fn the_image_build_sees_every_target_the_manifests_declare() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).expect("Dockerfile");
+    let ignored: Vec<String> = std::fs::read_to_string(repo(".dockerignore"))
+        .expect(".dockerignore")
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/').to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let copied: Vec<String> = instructions()
+        .into_iter()
+        .filter(|i| i.keyword == "COPY" && !i.arguments.starts_with("--from"))
+        .flat_map(|i| {
+            let words: Vec<String> = i.arguments.split_whitespace().map(String::from).collect();
+            words[..words.len().saturating_sub(1)].to_vec()
+        })
+        .collect();
+    let mut checked = 0;
+    for crate_dir in ["", "crates/scheduling"] {
+        for target in declared_targets(crate_dir) {
+            checked += 1;
+            let top = target.split('/').next().unwrap_or_default();
+            let in_context = !ignored.iter().any(|pattern| pattern == top);
+            let copied = copied
+                .iter()
+                .any(|source| target.starts_with(&format!("{source}/")) || *source == target);
+            assert!(
+                dockerfile.contains(&target) && copied && in_context,
+                "Cargo.toml declares {target}: the Dockerfile must stub it for the dependency layer \
+                 and copy it (not .dockerignored) for the real build, or `docker build` fails to \
+                 load the manifest"
+            );
+        }
+    }
+    assert!(checked >= 1, "the scheduling crate's benchmark is declared");
+}
