@@ -14,6 +14,9 @@ mod moto;
 #[path = "interruption/harness.rs"]
 mod harness;
 
+#[path = "interruption/eventbridge.rs"]
+mod eventbridge;
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
