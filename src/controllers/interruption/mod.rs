@@ -75,8 +75,4 @@ impl Interruption {
         self.wait = wait.min(MAX_WAIT);
         self
     }
-
-    pub fn queue(&self) -> &dyn Queue {
-        self.queue.as_ref()
-    }
 }
