@@ -10,14 +10,17 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ make &&
 # or the lockfile rebuilds the (large) dependency tree.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/scheduling/Cargo.toml crates/scheduling/Cargo.toml
-RUN mkdir -p src crates/scheduling/src crates/scheduling/benches \
+RUN mkdir -p src benches crates/scheduling/src crates/scheduling/benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs crates/scheduling/src/lib.rs \
  && echo 'fn main() {}' > crates/scheduling/benches/plan.rs \
+ && echo 'fn main() {}' > benches/controller.rs \
+ && echo 'fn main() {}' > benches/consolidation.rs \
  && cargo build --release --locked \
- && rm -rf src crates/scheduling/src crates/scheduling/benches
+ && rm -rf src benches crates/scheduling/src crates/scheduling/benches
 
 COPY crates crates
 COPY src src
+COPY benches benches
 RUN touch src/main.rs src/lib.rs crates/scheduling/src/lib.rs \
  && cargo build --release --locked --bin nodewright \
  && cp target/release/nodewright /nodewright
