@@ -21,12 +21,15 @@ use crate::apis::{Machine, Provisioner};
 use crate::clock::sleep_until;
 use crate::controllers::context::Context;
 use crate::controllers::events::{pod_reference, reference};
-use crate::state::object_key;
+use crate::state::{InstanceTypesByProvisioner, object_key};
 
 /// Event reason on a provisioner whose node template or instance types cannot be used.
 pub const REASON_INVALID_TEMPLATE: &str = "InvalidNodeTemplate";
 /// `karpenter_machines_created{reason}` of machines this loop creates.
 const CREATED_FOR_PROVISIONING: &str = "provisioning";
+
+/// Each provisioner's instance types, and why a provisioner has none.
+type ResolvedTypes = (InstanceTypesByProvisioner, BTreeMap<String, String>);
 
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
@@ -41,6 +44,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
         batcher.add(key, now);
     }
     let mut idle_logged = false;
+    let mut prefetch: Option<tokio::task::JoinHandle<ResolvedTypes>> = None;
     loop {
         let now = ctx.clock.now();
         for key in ctx.state.take_new_pods() {
@@ -49,12 +53,31 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
         let capacity = changes.borrow_and_update().capacity;
         if capacity != seen_capacity {
             seen_capacity = capacity;
+            // Provisioners or templates changed: what was fetched may be stale.
+            if let Some(task) = prefetch.take() {
+                task.abort();
+            }
             for key in provisionable_keys(&ctx) {
                 batcher.add(key, now);
             }
         }
+        // Instance types are fetched while the window is open, not after it closes.
+        if batcher.is_open() && prefetch.is_none() {
+            let ctx = ctx.clone();
+            prefetch = Some(tokio::spawn(async move {
+                ctx.resolve_instance_types("provisioner").await
+            }));
+        }
         if let Some(batch) = batcher.poll(now) {
-            let retry = provision(&ctx, &mut names, &batch).await;
+            let types = match prefetch.take().map(|task| async move { task.await.ok() }) {
+                Some(task) => task.await,
+                None => None,
+            };
+            let types = match types {
+                Some(types) => types,
+                None => ctx.resolve_instance_types("provisioner").await,
+            };
+            let retry = provision(&ctx, &mut names, &batch, types).await;
             let now = ctx.clock.now();
             for key in retry {
                 batcher.add(key, now);
@@ -68,7 +91,12 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
         }
         let deadline = batcher.deadline();
         tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = stop.wait_for(|stopped| *stopped) => {
+                if let Some(task) = prefetch {
+                    task.abort();
+                }
+                return;
+            }
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;
@@ -98,8 +126,12 @@ fn provisionable_keys(ctx: &Context) -> Vec<String> {
 
 /// One closed batch: schedule every provisionable pod, then record the machines. Returns the
 /// pods of machines that could not be created, for the next batch.
-async fn provision(ctx: &Context, names: &mut MachineNames, batch: &Batch<String>) -> Vec<String> {
-    let (types, problems) = ctx.resolve_instance_types("provisioner").await;
+async fn provision(
+    ctx: &Context,
+    names: &mut MachineNames,
+    batch: &Batch<String>,
+    (types, problems): ResolvedTypes,
+) -> Vec<String> {
     for (provisioner, problem) in &problems {
         tracing::error!(provisioner = %provisioner, "{problem}");
         if let Some(object) = ctx.state.read().provisioner(provisioner) {
