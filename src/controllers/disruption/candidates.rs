@@ -8,7 +8,6 @@
 //! allows no disruption now. Consolidation also stays away from nodes annotated
 //! `karpenter.sh/do-not-consolidate`.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -354,12 +353,4 @@ pub fn partition(
         }
     }
     (candidates, blocked)
-}
-
-/// Candidates by node name, for lookups during re-validation.
-pub fn by_name(candidates: Vec<Candidate>) -> BTreeMap<String, Candidate> {
-    candidates
-        .into_iter()
-        .map(|c| (c.node.clone(), c))
-        .collect()
 }
