@@ -66,6 +66,11 @@ pub struct Settings {
     /// A machine not launched within this is deleted and its pods go back to the next batch.
     #[arg(long, env = "MACHINE_LAUNCH_TTL", default_value = "5m", value_parser = parse_duration)]
     pub launch_ttl: Duration,
+    /// Bind the pods a new node is for as soon as its instance launches (as early Karpenter
+    /// did), so images pull while it boots. Only controller-owned pods without volumes or
+    /// preferences are bound; if the node never registers they are deleted to be recreated.
+    #[arg(long, env = "BIND_PODS", default_value_t = false, action = ArgAction::Set)]
+    pub bind_pods: bool,
 }
 
 /// Switches for behaviour that can be turned off, with Karpenter's gate names.
@@ -173,6 +178,7 @@ impl Settings {
             consolidation_min_saving_fraction: 0.10,
             registration_ttl: Duration::from_secs(15 * 60),
             launch_ttl: Duration::from_secs(5 * 60),
+            bind_pods: false,
         }
     }
 

@@ -452,12 +452,10 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
         .delete(&old_node, &DeleteParams::default())
         .await
         .expect("the node is marked for deletion");
-    let replacement = sim
-        .eventually("a replacement machine is created", || async {
-            (sim.machines().await.len() >= 2).then_some(())
-        })
-        .await;
-    let _ = replacement;
+    sim.eventually("a replacement machine is created", || async {
+        (sim.machines().await.len() >= 2).then_some(())
+    })
+    .await;
     assert!(
         sim.nodes()
             .await
@@ -606,5 +604,162 @@ async fn a_controller_killed_mid_drain_resumes_it_and_the_finalizer_holds_the_no
     })
     .await;
     second.stop().await;
+    sim.stop().await;
+}
+
+fn bind_pods() -> nodewright::settings::Settings {
+    let mut settings = support::settings();
+    settings.bind_pods = true;
+    settings
+}
+
+fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
+    let sim = Sim::start().await;
+    let controller = sim.controller_with_settings(bind_pods());
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("inflate", 4, "1").await;
+    let node = sim
+        .eventually("the four pods are bound early", || async {
+            let pods = sim.pods().await;
+            let nodes: std::collections::BTreeSet<String> =
+                pods.iter().filter_map(node_of).collect();
+            (pods.len() == 4 && pods.iter().all(|p| node_of(p).is_some()) && nodes.len() == 1)
+                .then(|| nodes.into_iter().next().unwrap_or_default())
+        })
+        .await;
+    let early = sim
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+        .expect("the node object exists");
+    assert!(!is_ready(&early), "bound while its instance still boots");
+    assert!(
+        early
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == labels::TAINT_NOT_READY),
+        "tainted not-ready until the kubelet takes over"
+    );
+    let running = sim.running_pods(4).await;
+    assert!(
+        running
+            .iter()
+            .all(|p| node_of(p).as_deref() == Some(node.as_str()))
+    );
+    let adopted = sim
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+        .expect("the kubelet adopted the node");
+    assert!(is_ready(&adopted));
+    assert_eq!(
+        label(&adopted, labels::PROVISIONER_NAME).as_deref(),
+        Some("default"),
+        "labels kept"
+    );
+    assert_eq!(sim.instances().await.len(), 1);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bound_early_to_a_node_that_never_comes_are_recreated_elsewhere() {
+    let sim = Sim::start().await;
+    let controller = sim.controller_with_settings(bind_pods());
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("web", 2, "1").await;
+    let doomed = sim
+        .eventually("the pods are bound early", || async {
+            let pods = sim.pods().await;
+            (pods.len() == 2 && pods.iter().all(|p| node_of(p).is_some()))
+                .then(|| node_of(&pods[0]).unwrap_or_default())
+        })
+        .await;
+    // The instance dies before its kubelet ever starts.
+    for instance in sim.instances().await {
+        sim.cloud.reclaim(&instance.instance_id);
+    }
+    sim.eventually("both pods run on another node", || async {
+        let pods = sim.pods().await;
+        let elsewhere = pods
+            .iter()
+            .filter(|p| support::phase(p) == "Running" && node_of(p).is_some_and(|n| n != doomed))
+            .count();
+        (elsewhere == 2).then_some(())
+    })
+    .await;
+    sim.eventually("the node that never came is gone", || async {
+        (!sim
+            .nodes()
+            .await
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(doomed.as_str())))
+        .then_some(())
+    })
+    .await;
+    let events = sim
+        .eventually("the deleted pods say why", || async {
+            let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+                kube::Api::all(sim.client.clone());
+            let list = events.list(&Default::default()).await.ok()?;
+            let why: Vec<String> = list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("NodeNeverRegistered"))
+                .filter_map(|e| e.message)
+                .collect();
+            (why.len() == 2).then_some(why)
+        })
+        .await;
+    assert!(events.iter().all(|m| m.contains(&doomed)), "{events:?}");
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_pods_are_not_bound_early() {
+    let sim = Sim::start().await;
+    let controller = sim.controller_with_settings(bind_pods());
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_pods("bare", 2, "1", json!({})).await;
+    // Whenever a bare pod is bound, its node is already Ready: the kube-scheduler bound it.
+    let bound_to_ready = sim
+        .eventually("the bare pods are bound", || async {
+            let pods = sim.pods().await;
+            if !pods.iter().all(|p| node_of(p).is_some()) {
+                return None;
+            }
+            let nodes = sim.nodes().await;
+            Some(pods.iter().all(|p| {
+                nodes
+                    .iter()
+                    .any(|n| n.metadata.name == node_of(p) && is_ready(n))
+            }))
+        })
+        .await;
+    assert!(bound_to_ready);
+    assert!(
+        sim.nodes()
+            .await
+            .iter()
+            .all(|n| !n.annotations().contains_key(labels::BOUND_EARLY)),
+        "no node object was created ahead of its kubelet"
+    );
+    controller.stop().await;
     sim.stop().await;
 }

@@ -12,7 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::sim::scenario::{
     CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation, SimulationOptions,
-    controller_hook, log_layer,
+    controller_hook_binding_pods, log_layer,
 };
 
 #[derive(Debug, Args)]
@@ -38,6 +38,9 @@ pub struct SimulateArgs {
     /// Write a kubeconfig for the simulated API server here.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Run the controller with BIND_PODS: pods are bound to their node as its instance launches.
+    #[arg(long)]
+    pub bind_pods: bool,
 }
 
 /// Runs the scenario; the exit code is 0 when every step held, 1 when an `until` timed out or
@@ -82,7 +85,7 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             .with(log_layer(simulation.clock(), args.output))
             .with(filter)
             .try_init();
-        let hook = (!args.no_controller).then(controller_hook);
+        let hook = (!args.no_controller).then(|| controller_hook_binding_pods(args.bind_pods));
         let mut stdout = std::io::stdout();
         match simulation.run(hook, &mut stdout).await {
             Ok(report) => ExitCode::from(report.exit_code()),

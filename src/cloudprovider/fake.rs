@@ -44,6 +44,7 @@ struct State {
 pub struct FakeCloudProvider {
     instance_types: Vec<InstanceType>,
     region: String,
+    clock: Arc<dyn Clock>,
     unavailable: UnavailableOfferings,
     state: Mutex<State>,
 }
@@ -61,7 +62,8 @@ impl FakeCloudProvider {
         Self {
             instance_types,
             region: region.to_string(),
-            unavailable: UnavailableOfferings::new(clock, UNAVAILABLE_OFFERINGS_TTL),
+            unavailable: UnavailableOfferings::new(clock.clone(), UNAVAILABLE_OFFERINGS_TTL),
+            clock,
             state: Mutex::new(State::default()),
         }
     }
@@ -281,12 +283,14 @@ impl FakeCloudProvider {
             image_id: Some("ami-fake".to_string()),
             subnet_id: Some(format!("subnet-{zone}")),
             state: InstanceState::Running,
-            launch_time: None,
+            launch_time: Some(self.clock.now()),
             machine_name: Some(request.machine_name.clone()),
             provisioner_name: Some(request.provisioner_name.clone()),
             capacity: instance_type.capacity.clone(),
             labels: node_labels,
             tags,
+            // The simulated kubelet registers the node under the instance id.
+            hostname: Some(id.clone()),
         };
         state.instances.insert(id, instance.clone());
         instance

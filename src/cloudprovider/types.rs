@@ -229,6 +229,8 @@ pub struct LaunchedInstance {
     /// capacity type and provisioner.
     pub labels: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
+    /// The name its node registers under, once the cloud says (EC2's private DNS name).
+    pub hostname: Option<String>,
 }
 
 /// `aws:///ZONE/INSTANCE-ID`.

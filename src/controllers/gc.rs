@@ -172,6 +172,7 @@ mod tests {
             capacity: Default::default(),
             labels: Default::default(),
             tags: Default::default(),
+            hostname: None,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGIST
 use crate::settings::Settings;
 use crate::state::{MachineEntry, NodeEntry};
 
+pub mod early;
 pub mod run;
 
 /// Why a machine is given up (`karpenter_machines_terminated{reason}` and the Event).
@@ -125,6 +126,8 @@ pub fn next_step(
             Step::Launch
         };
     }
+    // A node created ahead of its kubelet (early binding) is not registered until it reports.
+    let node = node.filter(|n| !early::awaits_kubelet(&n.node));
     let Some(node) = node else {
         return if age >= settings.registration_ttl {
             Step::Delete(GiveUp::RegistrationTimeout)

@@ -97,6 +97,40 @@ fn is_ready(node: &NodeEntry) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == CONDITION_TRUE)
 }
 
+/// Deletes the pods bound early to a node that never came up, so their controllers recreate
+/// them elsewhere (a pod is never left on a node that does not exist).
+async fn release_early_pods(ctx: &Context, node: &str) -> Result<(), String> {
+    let pods: Vec<String> = ctx
+        .state
+        .read()
+        .pods_on_node(node)
+        .into_iter()
+        .filter(|p| !p.daemon)
+        .map(|p| format!("{}/{}", p.pod.namespace, p.pod.name))
+        .collect();
+    for key in pods {
+        let (namespace, pod) = key.split_once('/').unwrap_or(("default", &key));
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        match api
+            .delete(pod, &kube::api::DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(format!("cannot delete pod {key} from node {node}: {e}")),
+        }
+        ctx.events.warning(
+            crate::controllers::events::pod_reference(&key),
+            REASON_NODE_NEVER_CAME,
+            format!("node {node} never came up; deleting the pod so its controller recreates it"),
+        );
+    }
+    Ok(())
+}
+
+/// Event reason on a pod bound early to a node that never registered.
+pub const REASON_NODE_NEVER_CAME: &str = "NodeNeverRegistered";
+
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
@@ -222,6 +256,9 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
         Ok(DeleteStatus::Terminating) => return Ok(Some(ctx.clock.now() + POLL)),
         Ok(DeleteStatus::Gone) | Err(CloudProviderError::NotFound { .. }) => {}
         Err(e) => return Err(format!("cannot terminate the instance of node {name}: {e}")),
+    }
+    if crate::controllers::lifecycle::early::awaits_kubelet(&node.node) {
+        release_early_pods(ctx, &name).await?;
     }
     if let Some(machine) = machine
         && machine.metadata.deletion_timestamp.is_none()

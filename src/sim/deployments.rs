@@ -93,14 +93,16 @@ async fn reconcile(
         .collect();
     let hash = template_hash(&spec.template);
     let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
-    for _ in active.len()..wanted {
-        let pod = pod_from_template(&deployment, &spec.template, &hash, &uid);
-        let created = pods
-            .create(&PostParams::default(), &pod)
+    // All missing replicas at once, as the ReplicaSet controller creates a burst.
+    let missing: Vec<Pod> = (active.len()..wanted)
+        .map(|_| pod_from_template(&deployment, &spec.template, &hash, &uid))
+        .collect();
+    let params = PostParams::default();
+    let created =
+        futures::future::try_join_all(missing.iter().map(|pod| pods.create(&params, pod)))
             .await
             .map_err(failed)?;
-        active.push(created);
-    }
+    active.extend(created);
     if active.len() > wanted {
         active.sort_by_key(deletion_rank);
         let excess = active.len() - wanted;

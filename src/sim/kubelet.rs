@@ -144,6 +144,11 @@ impl Kubelets {
         let mut registered: BTreeSet<String> = BTreeSet::new();
         for node in &nodes {
             let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+            // A node object created before its kubelet started (early binding) is adopted
+            // when the instance has booted, not taken as registered.
+            if !reports_status(node) {
+                continue;
+            }
             if let Some(id) = provider_id.and_then(|p| by_provider_id.get(p)) {
                 self.owned.insert(node.name_any(), (*id).to_string());
                 registered.insert((*id).to_string());
@@ -177,7 +182,10 @@ impl Kubelets {
     }
 
     async fn register(&self, instance: &LaunchedInstance) -> Result<String, KubeletError> {
-        let name = instance.instance_id.clone();
+        let name = instance
+            .hostname
+            .clone()
+            .unwrap_or_else(|| instance.instance_id.clone());
         let mut node_labels = instance.labels.clone();
         node_labels.insert(labels::HOSTNAME.to_string(), name.clone());
         let resources = resource_list(&instance.capacity);
@@ -205,8 +213,29 @@ impl Kubelets {
         let nodes: Api<Node> = Api::all(self.client.clone());
         match nodes.create(&PostParams::default(), &node).await {
             Ok(_) => {}
-            // Registered already (e.g. by an earlier pass whose answer was lost).
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            // Registered already (e.g. by an earlier pass whose answer was lost), or created
+            // ahead of the kubelet: adopt it, dropping the not-ready taint the kubelet clears.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = nodes
+                    .get(&name)
+                    .await
+                    .map_err(api(&format!("get node {name}")))?;
+                let taints: Vec<_> = existing
+                    .spec
+                    .and_then(|s| s.taints)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t.key != labels::TAINT_NOT_READY)
+                    .collect();
+                nodes
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"taints": taints}})),
+                    )
+                    .await
+                    .map_err(api(&format!("adopt node {name}")))?;
+            }
             Err(source) => {
                 return Err(KubeletError::Api {
                     action: format!("register node {name}"),
@@ -323,6 +352,14 @@ fn api(action: &str) -> impl FnOnce(kube::Error) -> KubeletError + '_ {
         action: action.to_string(),
         source,
     }
+}
+
+/// Whether a kubelet has reported the node's status (a Ready condition, true or not).
+fn reports_status(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"))
 }
 
 /// Running and Ready: nothing left for the kubelet to report.

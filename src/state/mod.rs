@@ -52,6 +52,9 @@ pub struct PodEntry {
     pub mirror: bool,
     /// `karpenter.sh/do-not-evict: "true"`.
     pub do_not_evict: bool,
+    /// May be bound to a node before it registers (`BIND_PODS`): a controller recreates it if
+    /// that node never comes, and no volume or preference ties it to a place.
+    pub early_bindable: bool,
     /// `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>` of its first owner (a metric label).
     pub owner_link: String,
 }
@@ -400,7 +403,21 @@ fn pod_entry(pod: &k8s::Pod, core: Pod) -> PodEntry {
         })
         .unwrap_or_default();
     let annotations = meta.annotations.as_ref();
+    let claims_volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
+    let early_bindable = owners.iter().any(|o| o.controller == Some(true))
+        && !owned_by("DaemonSet")
+        && !claims_volumes
+        && core.preferred_node_affinity.is_empty()
+        && core.preferred_pod_affinity.is_empty()
+        && core.preferred_pod_anti_affinity.is_empty();
     PodEntry {
+        early_bindable,
         node_name: pod
             .spec
             .as_ref()

@@ -47,6 +47,8 @@ pub struct SharedState {
     synced: watch::Sender<BTreeSet<&'static str>>,
     /// Nodes and machines pods were just nominated to, until when: not empty meanwhile.
     nominated: Mutex<HashMap<String, SystemTime>>,
+    /// Pods to bind to each new machine's node as soon as it launches (`BIND_PODS`).
+    early_pods: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The kinds the controller watches; the cache is synced once each has listed.
@@ -68,6 +70,7 @@ impl Default for SharedState {
             new_pods: Mutex::new(BTreeSet::new()),
             synced: watch::Sender::new(BTreeSet::new()),
             nominated: Mutex::new(HashMap::new()),
+            early_pods: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -97,6 +100,16 @@ impl SharedState {
         let mut nominated = lock(&self.nominated);
         let entry = nominated.entry(name.to_string()).or_insert(until);
         *entry = (*entry).max(until);
+    }
+
+    /// Remembers the pods (`namespace/name`) to bind early to `machine`'s node.
+    pub fn plan_early_binding(&self, machine: &str, pods: Vec<String>) {
+        lock(&self.early_pods).insert(machine.to_string(), pods);
+    }
+
+    /// The pods to bind early to `machine`'s node, once.
+    pub fn take_early_binding(&self, machine: &str) -> Vec<String> {
+        lock(&self.early_pods).remove(machine).unwrap_or_default()
     }
 
     pub fn forget_nomination(&self, name: &str) {

@@ -174,8 +174,13 @@ impl Sim {
 
     /// A single controller that always leads.
     pub fn controller(&self) -> Controller {
+        self.controller_with_settings(settings())
+    }
+
+    /// A single controller that always leads, with `settings`.
+    pub fn controller_with_settings(&self, settings: Settings) -> Controller {
         let leadership = Leadership::always();
-        let mut controller = self.controller_with(settings(), leadership.subscribe());
+        let mut controller = self.controller_with(settings, leadership.subscribe());
         controller.leadership = Some(leadership);
         controller
     }

@@ -15,6 +15,8 @@ pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
 pub const MACHINE_NAME: &str = "karpenter.sh/machine-name";
 /// Set once the node has registered with the API server and been adopted.
 pub const REGISTERED: &str = "karpenter.sh/registered";
+/// Annotation on a node object nodewright created ahead of its kubelet to bind pods early.
+pub const BOUND_EARLY: &str = "karpenter.sh/bound-early";
 /// Set once the node is Ready, its startup taints are gone and extended resources are reported.
 pub const INITIALIZED: &str = "karpenter.sh/initialized";
 

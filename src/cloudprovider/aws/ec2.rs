@@ -179,6 +179,8 @@ pub struct Instance {
     pub launch_time: Option<SystemTime>,
     pub security_group_ids: Vec<String>,
     pub tags: BTreeMap<String, String>,
+    /// `ip-10-0-1-5.ec2.internal`: the name its kubelet registers the node under.
+    pub private_dns_name: Option<String>,
 }
 
 /// DescribeInstances arguments.

@@ -59,6 +59,7 @@ pub(super) fn launched(
             .unwrap_or_default(),
         labels: node_labels,
         tags,
+        hostname: details.and_then(|i| i.private_dns_name.clone()),
     }
 }
 

@@ -244,6 +244,7 @@ impl InMemoryEc2 {
                     launch_time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(state.next_id)),
                     security_group_ids: template.data.security_group_ids.clone(),
                     tags: request.tags.clone(),
+                    private_dns_name: Some(format!("ip-10-0-0-{}.ec2.internal", state.next_id)),
                 };
                 let hidden = state.invisible_describes;
                 state.instances.insert(id.clone(), (instance, hidden));

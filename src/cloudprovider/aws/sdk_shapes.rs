@@ -253,6 +253,10 @@ pub(super) fn instance(i: &sdk::Instance) -> Option<Instance> {
             .filter_map(|g| g.group_id().map(str::to_string))
             .collect(),
         tags: tags(i.tags()),
+        private_dns_name: i
+            .private_dns_name()
+            .filter(|name| !name.is_empty())
+            .map(str::to_string),
     })
 }
 

@@ -226,6 +226,9 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
         Err(error) => return launch_failed(ctx, entry, &error.to_string()).await,
     };
     record_launch(ctx, entry, &instance).await?;
+    if ctx.settings.bind_pods {
+        super::early::bind_early(ctx, entry, &instance).await;
+    }
     Ok(None)
 }
 

@@ -198,6 +198,20 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
         match api.create(&PostParams::default(), &machine).await {
             Ok(created) => {
                 ctx.state.apply(&created);
+                if ctx.settings.bind_pods {
+                    let state = ctx.state.read();
+                    let pods: Vec<String> = new
+                        .pods
+                        .iter()
+                        .filter(|key| {
+                            let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+                            state.pod(namespace, name).is_some_and(|p| p.early_bindable)
+                        })
+                        .cloned()
+                        .collect();
+                    drop(state);
+                    ctx.state.plan_early_binding(&created.name_any(), pods);
+                }
                 ctx.metrics
                     .machine_created(CREATED_FOR_PROVISIONING, &new.provisioner);
                 let price = if new.price_per_hour > 0.0 {

@@ -13,11 +13,17 @@ use crate::settings::Settings;
 /// The controller as `nodewright controller` runs it, on the simulation's clock and cloud, as
 /// the only replica.
 pub fn controller_hook() -> ControllerHook {
-    Box::new(|parts: ControllerParts| {
+    controller_hook_binding_pods(false)
+}
+
+/// [`controller_hook`], binding pods early (`BIND_PODS`) when `bind_pods`.
+pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
+    Box::new(move |parts: ControllerParts| {
         Box::pin(async move {
             let mut settings = Settings::for_cluster(parts.cluster_name.clone());
             settings.region = Some(parts.region.clone());
             settings.leader_elect = false;
+            settings.bind_pods = bind_pods;
             let metrics = match Metrics::new() {
                 Ok(metrics) => Arc::new(metrics),
                 Err(error) => {
