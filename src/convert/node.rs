@@ -1,5 +1,7 @@
 //! Nodes from `core/v1` into the scheduling core's terms, with the pods bound to them.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1 as k8s;
 use nodewright_scheduling::node::ExistingNode;
 use nodewright_scheduling::pod::Pod;
@@ -10,7 +12,7 @@ use super::pod::{quantities, taint_effect};
 
 /// An existing node and the (already converted) pods bound to it. Allocatable falls back to
 /// capacity when the node has not reported it yet.
-pub fn existing_node(node: &k8s::Node, pods: Vec<Pod>) -> Result<ExistingNode, ConvertError> {
+pub fn existing_node(node: &k8s::Node, pods: Vec<Arc<Pod>>) -> Result<ExistingNode, ConvertError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let object = format!("node {name}");
     let spec = node.spec.clone().unwrap_or_default();

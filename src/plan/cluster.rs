@@ -62,7 +62,7 @@ impl Placement {
             .map(|node| {
                 let name = node.metadata.name.clone().unwrap_or_default();
                 let pods = running_on.remove(&name).unwrap_or_default();
-                convert::node::existing_node(node, pods)
+                convert::node::existing_node(node, pods.into_iter().map(Arc::new).collect())
             })
             .collect::<Result<Vec<_>, _>>()?;
         let provisioners = input

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, stream};
@@ -193,7 +194,7 @@ pub fn decide(pods: &[Pod], nodes: &[Node]) -> Decisions {
             continue;
         }
         let pods = bound.remove(node.name_any().as_str()).unwrap_or_default();
-        match convert::node::existing_node(node, pods) {
+        match convert::node::existing_node(node, pods.into_iter().map(Arc::new).collect()) {
             Ok(node) => existing.push(node),
             Err(error) => {
                 tracing::debug!(%error, "simulated kube-scheduler skips a node");

@@ -15,6 +15,7 @@ mod views;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet as K8sDaemonSet;
 use k8s_openapi::api::core::v1 as k8s;
@@ -36,7 +37,8 @@ pub use watch::{Changes, SharedState};
 /// A pod in the core's terms, with the facts about it that the loops ask.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodEntry {
-    pub pod: Pod,
+    /// Shared with the batches and evaluations that read it, never copied.
+    pub pod: Arc<Pod>,
     /// `spec.nodeName`: the node it is bound to.
     pub node_name: Option<String>,
     /// `status.phase` (`Pending`, `Running`, …), empty when unknown.
@@ -434,7 +436,7 @@ fn pod_entry(pod: &k8s::Pod, core: Pod) -> PodEntry {
         provisionable: is_provisionable(pod),
         owner_link,
         phase,
-        pod: core,
+        pod: Arc::new(core),
     }
 }
 

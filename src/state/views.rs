@@ -49,7 +49,7 @@ impl ClusterState {
             .pods
             .values()
             .filter(|e| e.provisionable || self.must_move(e))
-            .map(|e| &e.pod)
+            .map(|e| e.pod.as_ref())
             .collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         pods

@@ -1,6 +1,7 @@
 //! Nodes that already exist (or are launching) and the pods bound to them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,9 @@ pub struct ExistingNode {
     /// What counts against the provisioner's limits; zero means "use allocatable".
     pub capacity: Resources,
     /// Pods already bound (or, for an in-flight machine, nominated) to the node: their requests
-    /// are in use and they count for topology.
-    pub pods: Vec<Pod>,
+    /// are in use and they count for topology. Shared, so that building a batch's input from a
+    /// cache of thousands of pods copies none of them.
+    pub pods: Vec<Arc<Pod>>,
     /// True for a machine that has no registered node yet: its daemonset pods are not bound, so
     /// their requests are reserved on top of `pods`.
     pub in_flight: bool,

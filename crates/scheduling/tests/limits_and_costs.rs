@@ -47,7 +47,7 @@ fn limits_count_what_the_provisioner_already_runs() {
     running
         .labels
         .insert(labels::PROVISIONER_NAME.into(), "default".into());
-    running.pods.push(pod("busy").cpu("3500m").build());
+    running.pods.push(pod("busy").cpu("3500m").build().into());
     let plan = cluster()
         .node(running)
         .pods([pod("a").cpu("1").build()])
@@ -80,7 +80,7 @@ fn a_host_port_in_use_on_an_existing_node_sends_the_pod_elsewhere() {
     let mut existing = node("n1", &m5_large, "us-east-1a");
     existing
         .pods
-        .push(pod("old-ingress").cpu("100m").host_port(80).build());
+        .push(pod("old-ingress").cpu("100m").host_port(80).build().into());
     let plan = cluster()
         .node(existing.clone())
         .pods([pod("ingress").cpu("100m").host_port(80).build()])

@@ -178,7 +178,8 @@ fn build(scenario: &Scenario) -> ScheduleInput {
                         .cpu("250m")
                         .memory("256Mi")
                         .label("app", "old")
-                        .build(),
+                        .build()
+                        .into(),
                 );
             }
             n

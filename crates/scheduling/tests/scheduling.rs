@@ -103,7 +103,7 @@ fn pods_already_running_use_up_an_existing_node() {
         .on_demand(0.096)
         .build();
     let mut busy = node("busy", &m5_large, "us-east-1a");
-    busy.pods.push(pod("running").cpu("1500m").build());
+    busy.pods.push(pod("running").cpu("1500m").build().into());
     let plan = cluster()
         .node(busy)
         .pods([pod("new").cpu("500m").build()])

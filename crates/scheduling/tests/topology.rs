@@ -57,10 +57,11 @@ fn zonal_spread_counts_pods_already_running() {
             pod(&format!("old-{i}"))
                 .cpu("100m")
                 .label("app", "web")
-                .build(),
+                .build()
+                .into(),
         );
     }
-    busy.pods.push(pod("filler").cpu("3500m").build());
+    busy.pods.push(pod("filler").cpu("3500m").build().into());
     let plan = cluster()
         .node(busy)
         .pods(
@@ -187,7 +188,7 @@ fn soft_spread_is_dropped_when_it_cannot_be_met() {
                 "",
                 nodewright_scheduling::taints::TaintEffect::NoSchedule,
             ));
-            n.pods.push(pod("x").label("app", "other").build());
+            n.pods.push(pod("x").label("app", "other").build().into());
             n
         })
         .plan();
@@ -238,7 +239,8 @@ fn running_pods_anti_affinity_keeps_matching_pods_away() {
         pod("lonely")
             .label("app", "lonely")
             .anti_affinity(labels::HOSTNAME, &[("app", "web")])
-            .build(),
+            .build()
+            .into(),
     );
     let plan = cluster()
         .node(existing)
@@ -261,7 +263,7 @@ fn zonal_anti_affinity_against_a_running_pod_avoids_its_zone() {
     let mut existing = node("n1", &m5_large, "us-east-1a");
     existing
         .pods
-        .push(pod("cache").label("app", "cache").build());
+        .push(pod("cache").label("app", "cache").build().into());
     let plan = cluster()
         .node(existing)
         .pods(
@@ -303,7 +305,7 @@ fn affinity_follows_running_pods_to_their_zone() {
     let mut existing = node("n1", &m5_large, "us-east-1b");
     existing
         .pods
-        .push(pod("db").cpu("1800m").label("app", "db").build());
+        .push(pod("db").cpu("1800m").label("app", "db").build().into());
     let plan = cluster()
         .node(existing)
         .pods(
@@ -403,9 +405,13 @@ fn anti_affinity_only_counts_pods_in_the_selected_namespaces() {
         .on_demand(0.192)
         .build();
     let mut existing = node("n1", &m5_xlarge, "us-east-1a");
-    existing
-        .pods
-        .push(pod("db").namespace("other").label("app", "db").build());
+    existing.pods.push(
+        pod("db")
+            .namespace("other")
+            .label("app", "db")
+            .build()
+            .into(),
+    );
     let plan = cluster()
         .node(existing)
         .pods([pod("db")

@@ -278,7 +278,7 @@ fn check(
                 "PodDisruptionBudget {budget} allows no disruption of pod {key} now"
             )));
         }
-        pods.push(entry.pod.clone());
+        pods.push(Pod::clone(&entry.pod));
     }
     let label = |key: &str| node.core.labels.get(key).cloned().unwrap_or_default();
     let instance_type = label(labels::INSTANCE_TYPE);
