@@ -13,6 +13,9 @@
 //! - spot nodes are replaced only with spot, only with the SpotToSpotConsolidation gate, and
 //!   only when at least [`MIN_SPOT_TO_SPOT_TYPES`] cheaper types are left to choose from (a
 //!   short list would pick the type most likely to be interrupted again).
+//!
+//! Before the scheduling core runs for a set, [`Room`] rules out sets whose pods cannot fit
+//! even ignoring every constraint, so a packed cluster costs one cheap check per node.
 
 use std::cmp::Ordering;
 
@@ -26,6 +29,7 @@ use nodewright_scheduling::requirements::{
 
 use super::candidates::Candidate;
 use super::command::{Command, Reason, dollars};
+use super::room::Room;
 use super::simulate;
 use crate::state::capacity_type_value;
 
@@ -60,17 +64,20 @@ pub fn consolidate(
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
 ) -> Option<Command> {
-    if let Some(command) = multi_node(base, candidates, settings) {
+    let room = Room::new(base);
+    if let Some(command) = multi_node(base, &room, candidates, settings) {
         return Some(command);
     }
     candidates
         .iter()
+        .filter(|candidate| room.may_consolidate(&[candidate], settings))
         .find_map(|candidate| evaluate(base, &[candidate], settings).ok())
 }
 
 /// The longest prefix of two or more candidates that one action removes.
 fn multi_node(
     base: &mut ScheduleInput,
+    room: &Room,
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
 ) -> Option<Command> {
@@ -83,12 +90,17 @@ fn multi_node(
     while low <= high {
         let mid = (low + high) / 2;
         let prefix: Vec<&Candidate> = candidates[..mid].iter().collect();
-        match evaluate(base, &prefix, settings) {
-            Ok(command) => {
+        let decided = if room.may_consolidate(&prefix, settings) {
+            evaluate(base, &prefix, settings).ok()
+        } else {
+            None
+        };
+        match decided {
+            Some(command) => {
                 best = Some(command);
                 low = mid + 1;
             }
-            Err(_) => high = mid - 1,
+            None => high = mid - 1,
         }
     }
     best

@@ -17,6 +17,7 @@ pub mod command;
 pub mod consolidation;
 pub mod drift;
 pub mod expiry;
+pub mod room;
 pub mod simulate;
 
 #[cfg(test)]

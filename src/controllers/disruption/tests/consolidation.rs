@@ -1,8 +1,11 @@
 //! Consolidation: delete, replace with cheaper, anti-churn rules, order.
 
 use super::*;
-use crate::controllers::disruption::consolidation::{MIN_SPOT_TO_SPOT_TYPES, order};
+use crate::controllers::disruption::consolidation::{
+    ConsolidationSettings, MIN_SPOT_TO_SPOT_TYPES, order,
+};
 use crate::controllers::disruption::partition;
+use crate::controllers::disruption::room::Room;
 
 #[test]
 fn a_node_whose_pods_fit_on_another_node_is_deleted() {
@@ -144,4 +147,47 @@ fn candidates_go_in_order_of_savings_per_disrupted_pod() {
     let names: Vec<&str> = found.iter().map(|c| c.node.as_str()).collect();
     // 0.192 for one pod beats 0.384 for eight.
     assert_eq!(names, ["sparse", "crowded"]);
+}
+
+#[test]
+fn crumbs_of_room_on_packed_nodes_never_add_up_to_a_node() {
+    let mut cluster = Cluster::new();
+    // 13 nodes, each 300m short of full: 3.9 cpu of crumbs, none big enough for a 1.2 cpu pod.
+    for n in 0..13 {
+        let node = format!("n{n:02}");
+        cluster.node(&node, "m5.xlarge", "on-demand");
+        for p in 0..3 {
+            cluster.pod(&format!("{node}-{p}"), &node, "1200m");
+        }
+    }
+    let found =
+        cluster.with_inputs(|inputs| partition(&cluster.state, Reason::Consolidation, inputs).0);
+    let types = cluster.catalog();
+    let base = cluster.state.schedule_input(&types, &cluster.settings);
+    let room = Room::new(&base);
+    let settings = ConsolidationSettings {
+        min_saving_fraction: 0.1,
+        spot_to_spot: false,
+    };
+    assert_eq!(found.len(), 13);
+    for candidate in &found {
+        assert!(
+            !room.may_consolidate(&[candidate], &settings),
+            "{}",
+            candidate.node
+        );
+    }
+    assert!(cluster.decide().command.is_none());
+
+    // One node emptier than the rest: its pod fits in another's room, and the bound agrees.
+    cluster.state.delete_pod("default", "n00-1");
+    cluster.state.delete_pod("default", "n00-2");
+    cluster.state.delete_pod("default", "n01-2");
+    let base = cluster.state.schedule_input(&types, &cluster.settings);
+    let room = Room::new(&base);
+    let found =
+        cluster.with_inputs(|inputs| partition(&cluster.state, Reason::Consolidation, inputs).0);
+    let emptiest = found.iter().find(|c| c.node == "n00").expect("n00");
+    assert!(room.may_consolidate(&[emptiest], &settings));
+    assert_eq!(cluster.command().node_names(), ["n00"]);
 }
