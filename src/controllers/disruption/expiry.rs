@@ -44,19 +44,17 @@ pub fn is_expired(state: &ClusterState, node: &NodeEntry, now: SystemTime) -> bo
     ttl(state, node).is_some_and(|ttl| expired_for(created, ttl, now).is_some())
 }
 
-/// The first expired candidate (oldest first) that can be replaced, with its command.
-/// `ttl_of` gives each candidate's TTL.
+/// The first expired candidate (oldest first) that can be replaced, with its command;
+/// `expired` pairs each candidate with its TTL.
 pub fn expire(
     base: &mut ScheduleInput,
-    candidates: &mut [Candidate],
+    expired: &mut [(Candidate, Duration)],
     now: SystemTime,
-    ttl_of: impl Fn(&Candidate) -> Option<Duration>,
 ) -> Option<Command> {
-    candidates.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.node.cmp(&b.node)));
-    candidates.iter().find_map(|candidate| {
-        let ttl = ttl_of(candidate)?;
-        evaluate(base, candidate, ttl, now).ok()
-    })
+    expired.sort_by(|(a, _), (b, _)| a.created.cmp(&b.created).then_with(|| a.node.cmp(&b.node)));
+    expired
+        .iter()
+        .find_map(|(candidate, ttl)| evaluate(base, candidate, *ttl, now).ok())
 }
 
 /// Replace-or-delete for one node past `ttl`; why not when its pods could go nowhere.

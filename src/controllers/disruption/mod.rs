@@ -123,66 +123,104 @@ fn partition(
     }
 }
 
-/// The scheduling core's input for the whole cluster, built at most once per pass.
-struct LazyInput<'a> {
-    state: &'a ClusterState,
-    inputs: &'a Inputs<'a>,
-    built: Option<ScheduleInput>,
+/// What a pass decides from, taken from the cache (under its lock) and owned, so that the
+/// searches run without holding the cache.
+pub struct Snapshot {
+    settling: Option<String>,
+    blocked: Vec<(Reason, Blocked)>,
+    /// Expired candidates with their TTL.
+    expired: Vec<(Candidate, Duration)>,
+    drifted: Vec<Candidate>,
+    /// Why each drifted candidate drifted.
+    drift_reasons: BTreeMap<String, String>,
+    consolidatable: Vec<Candidate>,
+    /// The scheduling core's input for the whole cluster; only built when there are candidates.
+    base: Option<ScheduleInput>,
+    now: SystemTime,
+    consolidation: ConsolidationSettings,
 }
 
-impl LazyInput<'_> {
-    fn get(&mut self) -> &mut ScheduleInput {
-        let (state, inputs) = (self.state, self.inputs);
-        self.built
-            .get_or_insert_with(|| state.schedule_input(inputs.types, inputs.settings))
-    }
-}
-
-/// One pass: the first action to take (expiry, then drift, then consolidation), if any.
-pub fn decide(state: &ClusterState, inputs: &Inputs) -> Pass {
-    let mut pass = Pass {
-        settling: settling(state),
-        ..Pass::default()
-    };
-    if pass.settling.is_some() {
-        return pass;
-    }
-    let mut base = LazyInput {
-        state,
-        inputs,
-        built: None,
-    };
-    for reason in [Reason::Expiration, Reason::Drift, Reason::Consolidation] {
-        let (mut found, blocked) = partition(state, reason, inputs);
-        pass.blocked
-            .extend(blocked.into_iter().map(|b| (reason, b)));
-        if found.is_empty() {
-            continue;
-        }
-        let command = match reason {
-            Reason::Expiration => expiry::expire(base.get(), &mut found, inputs.now, |c| {
-                state.node(&c.node).and_then(|n| expiry::ttl(state, n))
-            }),
-            Reason::Drift => drift::drift(base.get(), &found, inputs.drifted),
-            Reason::Consolidation => {
-                consolidation::order(&mut found);
-                consolidation::consolidate(
-                    base.get(),
-                    &found,
-                    &consolidation_settings(inputs.settings),
-                )
-            }
+impl Snapshot {
+    pub fn take(state: &ClusterState, inputs: &Inputs) -> Snapshot {
+        let mut snapshot = Snapshot {
+            settling: settling(state),
+            blocked: Vec::new(),
+            expired: Vec::new(),
+            drifted: Vec::new(),
+            drift_reasons: BTreeMap::new(),
+            consolidatable: Vec::new(),
+            base: None,
+            now: inputs.now,
+            consolidation: consolidation_settings(inputs.settings),
         };
-        if command.is_some() {
-            pass.command = command;
-            return pass;
+        if snapshot.settling.is_some() {
+            return snapshot;
         }
+        for reason in [Reason::Expiration, Reason::Drift, Reason::Consolidation] {
+            let (found, blocked) = partition(state, reason, inputs);
+            snapshot
+                .blocked
+                .extend(blocked.into_iter().map(|b| (reason, b)));
+            match reason {
+                Reason::Expiration => {
+                    snapshot.expired = found
+                        .into_iter()
+                        .filter_map(|c| {
+                            let ttl = expiry::ttl(state, state.node(&c.node)?)?;
+                            Some((c, ttl))
+                        })
+                        .collect();
+                }
+                Reason::Drift => {
+                    for candidate in &found {
+                        if let Some(why) = inputs.drifted.get(&candidate.node) {
+                            snapshot
+                                .drift_reasons
+                                .insert(candidate.node.clone(), why.clone());
+                        }
+                    }
+                    snapshot.drifted = found;
+                }
+                Reason::Consolidation => snapshot.consolidatable = found,
+            }
+        }
+        let any = !snapshot.expired.is_empty()
+            || !snapshot.drifted.is_empty()
+            || !snapshot.consolidatable.is_empty();
+        if any {
+            snapshot.base = Some(state.schedule_input(inputs.types, inputs.settings));
+        }
+        snapshot
     }
-    pass
+
+    /// The first action to take: expiry, then drift, then consolidation.
+    pub fn decide(mut self) -> Pass {
+        let mut pass = Pass {
+            settling: self.settling.take(),
+            blocked: std::mem::take(&mut self.blocked),
+            command: None,
+        };
+        let Some(base) = self.base.as_mut() else {
+            return pass;
+        };
+        pass.command = expiry::expire(base, &mut self.expired, self.now)
+            .or_else(|| drift::drift(base, &self.drifted, &self.drift_reasons))
+            .or_else(|| {
+                consolidation::order(&mut self.consolidatable);
+                consolidation::consolidate(base, &self.consolidatable, &self.consolidation)
+            });
+        pass
+    }
 }
 
-/// `decided` taken again on the current cache: the same nodes, judged afresh. `None` when
-/// one of them may no longer be disrupted for that reason, or the cluster is in motion.
+/// One pass over the cache: [`Snapshot::take`] then [`Snapshot::decide`].
+pub fn decide(state: &ClusterState, inputs: &Inputs) -> Pass {
+    Snapshot::take(state, inputs).decide()
+}
+
+/// `decided` taken again on the current cache: the same nodes, judged afresh (one run of the
+/// scheduling core). `None` when one of them may no longer be disrupted for that reason, or
+/// the cluster is in motion.
 pub fn revalidate(state: &ClusterState, inputs: &Inputs, decided: &Command) -> Option<Command> {
     if settling(state).is_some() {
         return None;
@@ -299,28 +337,38 @@ async fn refresh(
 }
 
 async fn observe_and_decide(ctx: &Context, cloud: &mut CloudDrift) -> Pass {
-    if settling(&ctx.state.read()).is_some() {
+    let waiting = settling(&ctx.state.read());
+    if waiting.is_some() {
         // Nothing is decided meanwhile: skip the cloud calls too.
         return Pass {
-            settling: settling(&ctx.state.read()),
+            settling: waiting,
             ..Pass::default()
         };
     }
     let (types, drifted) = refresh(ctx, cloud).await;
     let now = ctx.clock.now();
     let started = Instant::now();
-    let state = ctx.state.read();
-    let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
-    let inputs = Inputs {
-        types: &types,
-        settings: &ctx.settings,
-        now,
-        drifted: &drifted,
-        nominated: &is_nominated,
+    let snapshot = {
+        let state = ctx.state.read();
+        let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
+        let inputs = Inputs {
+            types: &types,
+            settings: &ctx.settings,
+            now,
+            drifted: &drifted,
+            nominated: &is_nominated,
+        };
+        Snapshot::take(&state, &inputs)
     };
-    let pass = decide(&state, &inputs);
-    drop(state);
-    tracing::trace!(took = ?started.elapsed(), "disruption pass");
+    // The search may run the scheduling core many times: off the async workers.
+    let pass = match tokio::task::spawn_blocking(move || snapshot.decide()).await {
+        Ok(pass) => pass,
+        Err(error) => {
+            tracing::error!(%error, "disruption pass failed");
+            Pass::default()
+        }
+    };
+    tracing::debug!(took = ?started.elapsed(), "disruption pass");
     pass
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::instance_type::CapacityType;
 use nodewright_scheduling::labels;
+use nodewright_scheduling::provisioner::TypeOption;
 use nodewright_scheduling::resources::Resources;
 
 use super::candidates::Candidate;
@@ -40,8 +41,8 @@ fn add(a: &mut Vector, b: &Vector) {
 pub struct Room {
     /// Each schedulable node's free cpu, memory and pod slots.
     nodes: Vec<(String, Vector)>,
-    /// Every type any provisioner may launch: its allocatable there, its cheapest on-demand
-    /// and spot prices in the zones and capacity types that provisioner allows.
+    /// Every type a provisioner's requirements allow: its allocatable there, its cheapest
+    /// on-demand and spot prices in the zones and capacity types that provisioner allows.
     types: Vec<(String, Vector, Option<f64>, Option<f64>)>,
 }
 
@@ -67,8 +68,19 @@ impl Room {
                 let requirements = p.provisioner.node_requirements();
                 let zones = requirements.get_or_any(labels::ZONE);
                 let capacity_types = requirements.get_or_any(labels::CAPACITY_TYPE);
+                // Only the labels a type carries: offerings decide zone and capacity type.
+                let allowed = move |option: &&TypeOption| {
+                    requirements.iter().all(|(key, set)| {
+                        option
+                            .instance_type
+                            .labels
+                            .get(key)
+                            .is_none_or(|value| set.allows(Some(value)))
+                    })
+                };
                 p.instance_types
                     .iter()
+                    .filter(allowed)
                     .map(move |option| (option, zones.clone(), capacity_types.clone()))
             })
             .map(|(option, zones, capacity_types)| {
