@@ -30,7 +30,14 @@ use serde_json::json;
 use tokio::sync::watch;
 
 const NODES: usize = 1_000;
-const PODS_PER_NODE: usize = 30;
+/// Pods per node (30 → 30,000 pods); `NODEWRIGHT_BENCH_PODS_PER_NODE` overrides it, to see
+/// what the pods cost apart from the rest.
+fn pods_per_node() -> usize {
+    std::env::var("NODEWRIGHT_BENCH_PODS_PER_NODE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
 const BURST: usize = 1_000;
 
 fn main() {
@@ -39,6 +46,12 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if let Ok(filter) = std::env::var("NODEWRIGHT_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     if wants("burst") {
         runtime.block_on(burst());
@@ -137,11 +150,11 @@ async fn seed_cluster(client: &Client) {
         .collect();
     create_all(&nodes, node_objects).await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    let pod_objects: Vec<Pod> = (0..NODES * PODS_PER_NODE)
+    let pod_objects: Vec<Pod> = (0..NODES * pods_per_node())
         .map(|i| {
             pod(
                 &format!("web-{i}"),
-                Some(&format!("node-{}", i / PODS_PER_NODE)),
+                Some(&format!("node-{}", i / pods_per_node())),
             )
         })
         .collect();
@@ -160,7 +173,7 @@ async fn footprint() {
         .expect("the provisioner is created");
     eprintln!(
         "footprint: seeded {NODES} nodes, {} pods in {:.1}s",
-        NODES * PODS_PER_NODE,
+        NODES * pods_per_node(),
         seeding.elapsed().as_secs_f64()
     );
     let dir = std::env::temp_dir().join(format!("nodewright-bench-{}", std::process::id()));
@@ -206,15 +219,19 @@ async fn footprint() {
         samples.push(rss_mib(child.id(), "VmRSS"));
     }
     let peak = rss_mib(child.id(), "VmHWM");
+    let (heap, mapped) = (
+        rss_mib(child.id(), "RssAnon"),
+        rss_mib(child.id(), "RssFile"),
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "footprint: caches synced in {:.2}s; RSS median {:.1} MiB, peak {:.1} MiB (target ≤ 64 MiB) with {NODES} nodes / {} pods",
+        "footprint: caches synced in {:.2}s; RSS median {:.1} MiB (anonymous {heap:.1}, file-backed {mapped:.1}), peak {:.1} MiB (target ≤ 64 MiB) with {NODES} nodes / {} pods",
         synced.as_secs_f64(),
         median(samples),
         peak,
-        NODES * PODS_PER_NODE
+        NODES * pods_per_node()
     );
 }
 

@@ -24,6 +24,7 @@ pub mod cloudprovider;
 pub mod controllers;
 pub mod convert;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod plan;
 pub mod serve;

@@ -78,6 +78,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
         if let Err(error) = collect(&ctx).await {
             tracing::warn!(%error, "garbage collection");
         }
+        crate::memory::release_free_memory();
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = sleep(ctx.clock.as_ref(), PERIOD) => {}

@@ -68,6 +68,7 @@ impl Manager {
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         }
         tracing::info!("caches synced");
+        crate::memory::release_free_memory();
         loop {
             tokio::select! {
                 _ = leader.wait_for(|leading| *leading) => {}

@@ -50,7 +50,7 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
         name: metadata.name.clone().unwrap_or_default(),
         uid: metadata.uid.clone().unwrap_or_default(),
         owner: controller_of(metadata),
-        labels: metadata.labels.clone().unwrap_or_default(),
+        labels: std::sync::Arc::new(metadata.labels.clone().unwrap_or_default()),
         requests: effective_requests(&spec).map_err(|m| err("spec.containers", m))?,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
         required_node_affinity: node_affinity

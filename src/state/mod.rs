@@ -14,7 +14,7 @@ pub mod shrink;
 mod views;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet as K8sDaemonSet;
@@ -109,6 +109,10 @@ pub struct ClusterState {
     daemonsets: BTreeMap<String, DaemonSet>,
     pdbs: BTreeMap<String, PodDisruptionBudget>,
     invalid: BTreeMap<String, ConvertError>,
+    /// One copy of each distinct pod label set (the pods of a ReplicaSet share theirs).
+    label_sets: HashSet<Arc<BTreeMap<String, String>>>,
+    /// `label_sets`' size after its last sweep of sets no pod uses any more.
+    label_sets_swept: usize,
 }
 
 /// `namespace/name`, the key of namespaced objects.
@@ -139,7 +143,12 @@ impl ClusterState {
         self.unindex_pod(&key);
         let invalid_key = format!("pod {key}");
         let core = match convert::pod::pod(pod) {
-            Ok(core) => core,
+            Ok(mut core) => {
+                core.labels = self.intern_labels(core.labels);
+                // Informational only; the cache keys pods by namespace and name.
+                core.uid = String::new();
+                core
+            }
             Err(err) => {
                 self.invalid.insert(invalid_key, err.clone());
                 return Err(err);
@@ -155,6 +164,23 @@ impl ClusterState {
         }
         self.pods.insert(key, entry);
         Ok(())
+    }
+
+    /// The shared copy of `labels`.
+    fn intern_labels(
+        &mut self,
+        labels: Arc<BTreeMap<String, String>>,
+    ) -> Arc<BTreeMap<String, String>> {
+        if let Some(shared) = self.label_sets.get(labels.as_ref()) {
+            return shared.clone();
+        }
+        if self.label_sets.len() >= 2 * self.label_sets_swept.max(512) {
+            // Sets only the index holds belonged to pods that are gone.
+            self.label_sets.retain(|set| Arc::strong_count(set) > 1);
+            self.label_sets_swept = self.label_sets.len();
+        }
+        self.label_sets.insert(labels.clone());
+        labels
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {

@@ -623,3 +623,29 @@ fn a_node_that_joined_before_registration_is_seen_as_its_machine_promised() {
     assert_eq!(plan.existing.len(), 1);
     assert_eq!(plan.existing[0].node, "ip-10-0-0-1.ec2.internal");
 }
+
+#[test]
+fn pods_with_the_same_labels_share_one_copy_of_them() {
+    let mut state = ClusterState::new();
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("api-1", "api")] {
+        let mut pod = bound_to(pod(name, "1"), "n1");
+        pod["metadata"]["labels"] = json!({"app": app, "pod-template-hash": "5d8f"});
+        apply_pod(&mut state, pod);
+    }
+    let labels = |name: &str| {
+        state
+            .pod("default", name)
+            .expect("cached")
+            .pod
+            .labels
+            .clone()
+    };
+    let (web1, web2, api) = (labels("web-1"), labels("web-2"), labels("api-1"));
+    assert!(
+        Arc::ptr_eq(&web1, &web2),
+        "equal label sets are one allocation"
+    );
+    assert!(!Arc::ptr_eq(&web1, &api));
+    assert_eq!(api.get("app").map(String::as_str), Some("api"));
+    assert_eq!(web2.get("app").map(String::as_str), Some("web"));
+}

@@ -142,7 +142,7 @@ fn workload_b(n: usize) -> Vec<Pod> {
                     } else {
                         labels::HOSTNAME
                     };
-                    p.labels
+                    std::sync::Arc::make_mut(&mut p.labels)
                         .insert("my-label".into(), rng.pick(&VALUES).to_string());
                     let selected = *rng.pick(&VALUES);
                     p.topology_spread.push(TopologySpreadConstraint {
@@ -155,7 +155,8 @@ fn workload_b(n: usize) -> Vec<Pod> {
                 }
                 3 => {
                     let value = rng.pick(&VALUES).to_string();
-                    p.labels.insert("my-affinity".into(), value.clone());
+                    std::sync::Arc::make_mut(&mut p.labels)
+                        .insert("my-affinity".into(), value.clone());
                     p.pod_affinity.push(PodAffinityTerm {
                         label_selector: selector("my-affinity", &value),
                         topology_key: labels::ZONE.into(),
@@ -163,7 +164,7 @@ fn workload_b(n: usize) -> Vec<Pod> {
                     });
                 }
                 4 => {
-                    p.labels.insert("app".into(), "nginx".into());
+                    std::sync::Arc::make_mut(&mut p.labels).insert("app".into(), "nginx".into());
                     p.pod_anti_affinity.push(PodAffinityTerm {
                         label_selector: selector("app", "nginx"),
                         topology_key: labels::HOSTNAME.into(),
@@ -171,7 +172,7 @@ fn workload_b(n: usize) -> Vec<Pod> {
                     });
                 }
                 _ => {
-                    p.labels
+                    std::sync::Arc::make_mut(&mut p.labels)
                         .insert("my-label".into(), rng.pick(&VALUES).to_string());
                 }
             }

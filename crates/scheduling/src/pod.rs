@@ -3,6 +3,7 @@
 //! types, so that any caller (the `plan` command, the controller, tests) can build them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,9 @@ pub struct Pod {
     pub uid: String,
     /// The controller that owns the pod (`ReplicaSet/web-5d8f`), when known; informational.
     pub owner: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Shared: the pods of one ReplicaSet carry the same labels, so a cache of thousands of
+    /// pods keeps one copy per distinct set.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Effective requests (see [`crate::resources::pod_requests`]); `pods` counts as at least 1.
     pub requests: Resources,
     /// `spec.nodeSelector`: every label must match.

@@ -169,6 +169,7 @@ async fn write_status(ctx: &Context, name: &str, status: &MachineStatus) -> Resu
 async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
     let machine = &entry.machine;
     let name = machine.name_any();
+    tracing::debug!(machine = %name, "launching");
     let template = {
         let state = ctx.state.read();
         let provisioner = entry

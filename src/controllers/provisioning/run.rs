@@ -68,7 +68,18 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 ctx.resolve_instance_types("provisioner").await
             }));
         }
+        let due = batcher.deadline();
         if let Some(batch) = batcher.poll(now) {
+            tracing::debug!(
+                pods = batch.keys.len(),
+                reason = ?batch.reason,
+                late_ms = due
+                    .and_then(|d| now.duration_since(d).ok())
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    * 1000.0,
+                "batch closed"
+            );
             let types = match prefetch.take().map(|task| async move { task.await.ok() }) {
                 Some(task) => task.await,
                 None => None,
@@ -142,6 +153,7 @@ async fn provision(
             );
         }
     }
+    let building = Instant::now();
     let (input, provisioners, taken) = {
         let state = ctx.state.read();
         let provisioners: BTreeMap<String, Provisioner> = state
@@ -158,6 +170,10 @@ async fn provision(
     if input.pods.is_empty() {
         return Vec::new();
     }
+    tracing::debug!(
+        took_ms = building.elapsed().as_secs_f64() * 1000.0,
+        "built the batch's input"
+    );
     tracing::info!(
         pods = input.pods.len(),
         new = batch.keys.len(),
@@ -165,7 +181,13 @@ async fn provision(
     );
     let started = Instant::now();
     let plan = schedule(&input);
-    ctx.metrics.observe_scheduling(started.elapsed());
+    let took = started.elapsed();
+    ctx.metrics.observe_scheduling(took);
+    tracing::debug!(
+        pods = input.pods.len(),
+        took_ms = took.as_secs_f64() * 1000.0,
+        "scheduled the batch"
+    );
     *names = MachineNames::new(seed(), taken);
     let decision = decide::decide(&plan, &input, |name| provisioners.get(name), names);
     if !decision.machines.is_empty() {

@@ -245,7 +245,7 @@ impl PodBuilder {
     }
 
     pub fn label(mut self, key: &str, value: &str) -> Self {
-        self.0.labels.insert(key.into(), value.into());
+        std::sync::Arc::make_mut(&mut self.0.labels).insert(key.into(), value.into());
         self
     }
 
