@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::apis::Machine;
 use crate::apis::common::CONDITION_TRUE;
-use crate::clock::sleep_until;
 use crate::cloudprovider::{CloudProviderError, DeleteStatus, MachineId};
 use crate::controllers::context::Context;
 use crate::controllers::work::{Outcome, Work};
@@ -157,20 +156,12 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 act(&ctx, &node, machine.as_ref(), step).await
             });
         }
-        let wake_at = work.next_wake();
-        let clock = ctx.clock.clone();
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => {
-                work.abort_all();
-                return;
-            }
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            () = work.completed(|| clock.now(), "node termination"), if work.has_tasks() => {}
-            () = sleep_until(ctx.clock.as_ref(), wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+        let clock = ctx.clock.as_ref();
+        if !work
+            .wait(clock, &mut changes, &mut stop, None, "node termination")
+            .await
+        {
+            return;
         }
         let state = ctx.state.read();
         work.retain(|name| state.node(name).is_some());

@@ -6,7 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use crate::clock::{Clock, sleep_until};
+use crate::state::Changes;
 
 /// How an action ended: `Ok(Some(time))` asks for another look at that time.
 pub type Outcome = Result<Option<SystemTime>, String>;
@@ -79,5 +83,30 @@ impl Work {
 
     pub fn abort_all(&mut self) {
         self.tasks.abort_all();
+    }
+
+    /// Waits for the next reason to look again: a change to the cache, an action ending, the
+    /// earliest of `wake_at` and the asked-for second looks. False when the loop must end
+    /// (`stop` turned true, in-flight actions aborted, or the cache went away).
+    pub async fn wait(
+        &mut self,
+        clock: &dyn Clock,
+        changes: &mut watch::Receiver<Changes>,
+        stop: &mut watch::Receiver<bool>,
+        wake_at: Option<SystemTime>,
+        what: &str,
+    ) -> bool {
+        let now = clock.now();
+        let wake_at = self.next_wake().into_iter().chain(wake_at).min();
+        let has_tasks = self.has_tasks();
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => {
+                self.abort_all();
+                false
+            }
+            changed = changes.changed() => changed.is_ok(),
+            () = self.completed(|| clock.now(), what), if has_tasks => true,
+            () = sleep_until(clock, wake_at.unwrap_or(now)), if wake_at.is_some() => true,
+        }
     }
 }

@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use super::{GiveUp, NodeRegistration, Step, next_step, set_condition};
 use crate::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};
 use crate::apis::{Machine, MachineStatus};
-use crate::clock::sleep_until;
 use crate::cloudprovider::{
     CloudProviderError, DeleteStatus, LaunchRequest, LaunchedInstance, MachineId,
 };
@@ -56,20 +55,12 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             let ctx = ctx.clone();
             work.spawn(name, async move { act(&ctx, action).await });
         }
-        let wake_at = work.next_wake().into_iter().chain(wake_at).min();
-        let clock = ctx.clock.clone();
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => {
-                work.abort_all();
-                return;
-            }
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            () = work.completed(|| clock.now(), "machine action"), if work.has_tasks() => {}
-            () = sleep_until(ctx.clock.as_ref(), wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+        let clock = ctx.clock.as_ref();
+        if !work
+            .wait(clock, &mut changes, &mut stop, wake_at, "machine action")
+            .await
+        {
+            return;
         }
         let state = ctx.state.read();
         work.retain(|name| state.machine(name).is_some());
