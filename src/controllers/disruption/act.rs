@@ -33,6 +33,8 @@ pub const REASON_FAILED: &str = "DeprovisioningFailed";
 const REPLACEMENT_POLL: Duration = Duration::from_secs(5);
 /// Time for a launched node to initialize, on top of the launch and registration TTLs.
 const INITIALIZATION_GRACE: Duration = Duration::from_secs(300);
+/// How long a replacement counts as awaiting pods once the old nodes are deleted.
+const PODS_ARRIVING: Duration = Duration::from_secs(60);
 
 /// Why an action stopped before deleting anything.
 #[derive(Debug)]
@@ -65,8 +67,9 @@ pub async fn execute(
             }
         }
     }
+    let mut created = Vec::new();
     if !command.replacements.is_empty() {
-        let created = match launch(ctx, command).await {
+        created = match launch(ctx, command).await {
             Ok(created) => created,
             Err((created, error)) => {
                 undo(ctx, &tainted, &created).await;
@@ -85,6 +88,12 @@ pub async fn execute(
         delete_node(ctx, &candidate.node, command.reason)
             .await
             .map_err(Abort::Failed)?;
+    }
+    // The candidates' pods move over now: a short grace instead of the launch timeout.
+    let until = ctx.clock.now() + PODS_ARRIVING;
+    for name in &created {
+        ctx.state.forget_nomination(name);
+        ctx.state.nominate(name, until);
     }
     let metrics = ctx.metrics.disruption();
     metrics.action_performed(command.action(), command.reason.as_str());
