@@ -9,7 +9,7 @@
 //! [`static_drift`] and [`drift`] are pure; [`CloudDrift`] holds the cloud's answers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::labels;
@@ -23,6 +23,7 @@ use crate::controllers::context::{Context, node_template};
 use crate::controllers::provisioning::decide::provisioner_hash;
 use crate::state::{ClusterState, MachineEntry, NodeEntry, ProvisionerEntry};
 
+const CONTROLLER: &str = "disruption";
 /// How long a cloud provider's drift answer for a node is trusted.
 pub const CLOUD_RECHECK: Duration = Duration::from_secs(300);
 
@@ -129,14 +130,32 @@ impl CloudDrift {
                 .collect()
         };
         for (node, id, template) in due {
-            let instance = match ctx.cloud.get(&id).await {
+            let started = Instant::now();
+            let found = ctx.cloud.get(&id).await;
+            ctx.metrics.observe_cloudprovider_call(
+                CONTROLLER,
+                "Get",
+                ctx.cloud.name(),
+                started.elapsed(),
+                found.as_ref().err(),
+            );
+            let instance = match found {
                 Ok(instance) => instance,
                 Err(error) => {
                     tracing::debug!(node = %node, %error, "cannot look the instance up for drift");
                     continue;
                 }
             };
-            match ctx.cloud.is_drifted(&instance, &template).await {
+            let started = Instant::now();
+            let drifted = ctx.cloud.is_drifted(&instance, &template).await;
+            ctx.metrics.observe_cloudprovider_call(
+                CONTROLLER,
+                "IsDrifted",
+                ctx.cloud.name(),
+                started.elapsed(),
+                drifted.as_ref().err(),
+            );
+            match drifted {
                 Ok(reason) => {
                     self.answers
                         .insert(node, (now, reason.map(|r| r.to_string())));

@@ -4,10 +4,11 @@
 //! holds: the same reason, the same nodes, a replacement exactly when one was decided.
 //!
 //! Pipeline: observe (the cache; [`candidates`] says which nodes may be disrupted and why not;
-//! [`drift::CloudDrift`] holds the cloud provider's drift answers) → decide (pure: [`decide`]
-//! over [`expiry`], [`drift`], [`consolidation`], each asking [`simulate`] where the pods would
-//! go) → act ([`act`]: taint, launch and wait for replacements, then delete; the termination
-//! controller drains). Nothing is decided while the cluster is in motion — a machine still
+//! [`drift::CloudDrift`] holds the cloud provider's drift answers) → decide (pure: a
+//! [`Snapshot`] taken under the cache's lock, then searched on a blocking thread over
+//! [`expiry`], [`drift`], [`consolidation`], each asking [`simulate`] where the pods would go;
+//! [`room`] rules out hopeless consolidations first) → act ([`act`]: taint, launch and wait for
+//! replacements, then delete; the termination controller drains). Nothing is decided while the cluster is in motion — a machine still
 //! launching or a managed node still terminating — since the pods moving would be counted
 //! twice or not at all.
 
