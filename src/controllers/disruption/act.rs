@@ -128,12 +128,7 @@ async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<St
             let why = format!("provisioner {} no longer exists", planned.provisioner);
             return Err((created, why));
         };
-        let mut machine = decide::machine(planned, &provisioner, names.next(&planned.provisioner));
-        machine
-            .metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(labels::TERMINATION_FINALIZER.to_string());
+        let machine = decide::machine(planned, &provisioner, names.next(&planned.provisioner));
         match api.create(&PostParams::default(), &machine).await {
             Ok(machine) => {
                 ctx.state.apply(&machine);

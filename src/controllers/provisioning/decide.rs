@@ -253,6 +253,8 @@ pub fn machine(planned: &PlannedNode, provisioner: &Provisioner, name: String) -
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: owner.map(|o| vec![o]),
+            // Deleting a machine terminates its instance first.
+            finalizers: Some(vec![labels::TERMINATION_FINALIZER.to_string()]),
             ..ObjectMeta::default()
         },
         spec: MachineSpec {

@@ -211,13 +211,8 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
     let api: Api<Machine> = Api::all(ctx.client.clone());
     let mut failed = Vec::new();
     for new in &decision.machines {
-        let mut machine = new.machine.clone();
-        machine
-            .metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(nodewright_scheduling::labels::TERMINATION_FINALIZER.to_string());
-        match api.create(&PostParams::default(), &machine).await {
+        let machine = &new.machine;
+        match api.create(&PostParams::default(), machine).await {
             Ok(created) => {
                 ctx.state.apply(&created);
                 if ctx.settings.bind_pods {
