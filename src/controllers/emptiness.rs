@@ -31,6 +31,7 @@ pub enum EmptinessStep {
     Unmark,
     /// Empty for the whole TTL: delete the node.
     Delete {
+        ttl: Duration,
         empty_for: Duration,
     },
 }
@@ -67,7 +68,7 @@ pub fn next_step(
             };
             let empty_for = now.duration_since(since).unwrap_or_default();
             if empty_for >= ttl {
-                EmptinessStep::Delete { empty_for }
+                EmptinessStep::Delete { ttl, empty_for }
             } else {
                 EmptinessStep::Nothing
             }
@@ -193,11 +194,14 @@ async fn act(
             tracing::info!(node = %node, "Removed emptiness TTL from node");
             Ok(())
         }
-        EmptinessStep::Delete { empty_for } => {
+        EmptinessStep::Delete { ttl, empty_for } => {
+            // Karpenter's words name the configured TTL; the measured time, which the loop's
+            // period stretches a little, goes alongside.
             tracing::info!(
                 node = %node,
+                empty_for_seconds = empty_for.as_secs(),
                 "Triggering termination after {}s for empty node",
-                empty_for.as_secs()
+                ttl.as_secs()
             );
             let reason = Patch::Merge(json!({
                 "metadata": { "annotations": { TERMINATION_REASON_ANNOTATION: "emptiness" } }
