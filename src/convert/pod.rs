@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use nodewright_scheduling::pod::{
-    DaemonSet, HostPort, LabelSelector, LabelSelectorRequirement, PodAffinityTerm,
+    DaemonSet, HostPort, LabelSelector, LabelSelectorRequirement, PodAffinityTerm, PodPlacement,
     PreferredSchedulingTerm, SelectorOperator, TopologySpreadConstraint, WeightedPodAffinityTerm,
     WhenUnsatisfiable,
 };
@@ -52,48 +52,50 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
         owner: controller_of(metadata),
         labels: std::sync::Arc::new(metadata.labels.clone().unwrap_or_default()),
         requests: effective_requests(&spec).map_err(|m| err("spec.containers", m))?,
-        node_selector: spec.node_selector.clone().unwrap_or_default(),
-        required_node_affinity: node_affinity
-            .required_during_scheduling_ignored_during_execution
-            .map(|selector| {
-                selector
-                    .node_selector_terms
-                    .iter()
-                    .map(|term| requirements(term.match_expressions.as_deref().unwrap_or(&[])))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()
-            .map_err(|m| err("spec.affinity.nodeAffinity", m))?
-            .unwrap_or_default(),
-        preferred_node_affinity: node_affinity
-            .preferred_during_scheduling_ignored_during_execution
-            .unwrap_or_default()
-            .iter()
-            .map(|p| {
-                Ok(PreferredSchedulingTerm {
-                    weight: p.weight,
-                    preference: requirements(
-                        p.preference.match_expressions.as_deref().unwrap_or(&[]),
-                    )?,
+        placement: std::sync::Arc::new(PodPlacement {
+            node_selector: spec.node_selector.clone().unwrap_or_default(),
+            required_node_affinity: node_affinity
+                .required_during_scheduling_ignored_during_execution
+                .map(|selector| {
+                    selector
+                        .node_selector_terms
+                        .iter()
+                        .map(|term| requirements(term.match_expressions.as_deref().unwrap_or(&[])))
+                        .collect::<Result<Vec<_>, _>>()
                 })
-            })
-            .collect::<Result<_, String>>()
-            .map_err(|m| err("spec.affinity.nodeAffinity", m))?,
-        tolerations: tolerations(spec.tolerations.as_deref().unwrap_or(&[]))
-            .map_err(|m| err("spec.tolerations", m))?,
-        host_ports: host_ports(&spec),
-        topology_spread: spec
-            .topology_spread_constraints
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .map(|c| spread_constraint(c, metadata))
-            .collect::<Result<_, _>>()
-            .map_err(|m| err("spec.topologySpreadConstraints", m))?,
-        pod_affinity,
-        pod_anti_affinity,
-        preferred_pod_affinity,
-        preferred_pod_anti_affinity,
+                .transpose()
+                .map_err(|m| err("spec.affinity.nodeAffinity", m))?
+                .unwrap_or_default(),
+            preferred_node_affinity: node_affinity
+                .preferred_during_scheduling_ignored_during_execution
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    Ok(PreferredSchedulingTerm {
+                        weight: p.weight,
+                        preference: requirements(
+                            p.preference.match_expressions.as_deref().unwrap_or(&[]),
+                        )?,
+                    })
+                })
+                .collect::<Result<_, String>>()
+                .map_err(|m| err("spec.affinity.nodeAffinity", m))?,
+            tolerations: tolerations(spec.tolerations.as_deref().unwrap_or(&[]))
+                .map_err(|m| err("spec.tolerations", m))?,
+            host_ports: host_ports(&spec),
+            topology_spread: spec
+                .topology_spread_constraints
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|c| spread_constraint(c, metadata))
+                .collect::<Result<_, _>>()
+                .map_err(|m| err("spec.topologySpreadConstraints", m))?,
+            pod_affinity,
+            pod_anti_affinity,
+            preferred_pod_affinity,
+            preferred_pod_anti_affinity,
+        }),
     })
 }
 

@@ -85,17 +85,24 @@ spec:
     );
     let core = pod::pod(&p).expect("converts");
     assert_eq!(core.owner.as_deref(), Some("ReplicaSet/web-abc"));
-    assert_eq!(core.node_selector["kubernetes.io/arch"], "amd64");
-    assert_eq!(core.required_node_affinity.len(), 2, "two OR-ed terms");
-    assert_eq!(core.required_node_affinity[0][0].operator, Operator::Gt);
-    assert_eq!(core.preferred_node_affinity[0].weight, 10);
-    let anti = &core.pod_anti_affinity[0];
+    assert_eq!(core.placement.node_selector["kubernetes.io/arch"], "amd64");
+    assert_eq!(
+        core.placement.required_node_affinity.len(),
+        2,
+        "two OR-ed terms"
+    );
+    assert_eq!(
+        core.placement.required_node_affinity[0][0].operator,
+        Operator::Gt
+    );
+    assert_eq!(core.placement.preferred_node_affinity[0].weight, 10);
+    let anti = &core.placement.pod_anti_affinity[0];
     assert!(
         anti.all_namespaces,
         "an empty namespaceSelector selects every namespace"
     );
     assert_eq!(anti.topology_key, "kubernetes.io/hostname");
-    let spread = &core.topology_spread[0];
+    let spread = &core.placement.topology_spread[0];
     assert_eq!(spread.when_unsatisfiable, WhenUnsatisfiable::ScheduleAnyway);
     assert_eq!(
         spread.label_selector.match_expressions[0].operator,
@@ -105,11 +112,20 @@ spec:
         spread.label_selector.match_labels["pod-template-hash"],
         "abc"
     );
-    assert_eq!(core.tolerations[0].operator, TolerationOperator::Exists);
-    assert_eq!(core.tolerations[0].effect, Some(TaintEffect::NoSchedule));
-    assert_eq!(core.tolerations[1].operator, TolerationOperator::Equal);
-    assert_eq!(core.host_ports.len(), 1);
-    assert_eq!(core.host_ports[0].port, 8080);
+    assert_eq!(
+        core.placement.tolerations[0].operator,
+        TolerationOperator::Exists
+    );
+    assert_eq!(
+        core.placement.tolerations[0].effect,
+        Some(TaintEffect::NoSchedule)
+    );
+    assert_eq!(
+        core.placement.tolerations[1].operator,
+        TolerationOperator::Equal
+    );
+    assert_eq!(core.placement.host_ports.len(), 1);
+    assert_eq!(core.placement.host_ports[0].port, 8080);
 }
 
 #[test]

@@ -145,19 +145,21 @@ fn workload_b(n: usize) -> Vec<Pod> {
                     std::sync::Arc::make_mut(&mut p.labels)
                         .insert("my-label".into(), rng.pick(&VALUES).to_string());
                     let selected = *rng.pick(&VALUES);
-                    p.topology_spread.push(TopologySpreadConstraint {
-                        max_skew: 1,
-                        topology_key: key.into(),
-                        when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
-                        label_selector: selector("my-label", selected),
-                        min_domains: None,
-                    });
+                    p.placement_mut()
+                        .topology_spread
+                        .push(TopologySpreadConstraint {
+                            max_skew: 1,
+                            topology_key: key.into(),
+                            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+                            label_selector: selector("my-label", selected),
+                            min_domains: None,
+                        });
                 }
                 3 => {
                     let value = rng.pick(&VALUES).to_string();
                     std::sync::Arc::make_mut(&mut p.labels)
                         .insert("my-affinity".into(), value.clone());
-                    p.pod_affinity.push(PodAffinityTerm {
+                    p.placement_mut().pod_affinity.push(PodAffinityTerm {
                         label_selector: selector("my-affinity", &value),
                         topology_key: labels::ZONE.into(),
                         ..PodAffinityTerm::default()
@@ -165,7 +167,7 @@ fn workload_b(n: usize) -> Vec<Pod> {
                 }
                 4 => {
                     std::sync::Arc::make_mut(&mut p.labels).insert("app".into(), "nginx".into());
-                    p.pod_anti_affinity.push(PodAffinityTerm {
+                    p.placement_mut().pod_anti_affinity.push(PodAffinityTerm {
                         label_selector: selector("app", "nginx"),
                         topology_key: labels::HOSTNAME.into(),
                         ..PodAffinityTerm::default()

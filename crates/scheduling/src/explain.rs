@@ -66,7 +66,7 @@ fn provisioner_reason(
     let group = &model.groups[g];
     let p = &model.provs[prov];
     let pod = &model.pods[group.rep];
-    if let Some(taint) = first_untolerated(&p.taints, &pod.tolerations) {
+    if let Some(taint) = first_untolerated(&p.taints, &pod.placement.tolerations) {
         return format!("taint {taint} not tolerated");
     }
     if p.types.is_empty() {

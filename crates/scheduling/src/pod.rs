@@ -26,6 +26,17 @@ pub struct Pod {
     pub labels: Arc<BTreeMap<String, String>>,
     /// Effective requests (see [`crate::resources::pod_requests`]); `pods` counts as at least 1.
     pub requests: Resources,
+    /// Where the pod may go. Shared: the pods of one ReplicaSet carry the same rules, so a
+    /// cache of thousands of pods keeps one copy per distinct set.
+    #[serde(flatten)]
+    pub placement: Arc<PodPlacement>,
+}
+
+/// A pod's placement rules: node selection, tolerations, host ports, spread and pod
+/// (anti-)affinity. Serialized inline with the pod's other fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodPlacement {
     /// `spec.nodeSelector`: every label must match.
     pub node_selector: BTreeMap<String, String>,
     /// `requiredDuringScheduling` node affinity: a node must match at least one term (OR); an
@@ -43,11 +54,23 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The placement rules to change, copied first when shared.
+    pub fn placement_mut(&mut self) -> &mut PodPlacement {
+        Arc::make_mut(&mut self.placement)
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// The node requirements a node must meet (see [`PodPlacement::required_terms`]).
+    pub fn required_terms(&self) -> Vec<Requirements> {
+        self.placement.required_terms()
+    }
+}
+
+impl PodPlacement {
     /// The node requirements a node must meet: one [`Requirements`] per required node affinity
     /// term, each with the node selector folded in. Empty when no node can match (every term
     /// was empty, which Kubernetes reads as "matches nothing").
@@ -242,18 +265,18 @@ impl DaemonSet {
             namespace: namespace.into(),
             name: name.into(),
             requests: template.requests.clone(),
-            node_selector: template.node_selector.clone(),
-            required_node_affinity: template.required_node_affinity.clone(),
-            tolerations: template.tolerations.clone(),
+            node_selector: template.placement.node_selector.clone(),
+            required_node_affinity: template.placement.required_node_affinity.clone(),
+            tolerations: template.placement.tolerations.clone(),
         }
     }
 
     /// Node requirement alternatives, as [`Pod::required_terms`].
     pub fn required_terms(&self) -> Vec<Requirements> {
-        Pod {
+        PodPlacement {
             node_selector: self.node_selector.clone(),
             required_node_affinity: self.required_node_affinity.clone(),
-            ..Pod::default()
+            ..PodPlacement::default()
         }
         .required_terms()
     }
@@ -266,13 +289,13 @@ mod tests {
 
     #[test]
     fn node_selector_is_folded_into_every_affinity_term() {
-        let pod = Pod {
+        let pod = PodPlacement {
             node_selector: [("team".to_string(), "a".to_string())].into(),
             required_node_affinity: vec![
                 vec![NodeSelectorRequirement::new("zone", Operator::In, ["x"])],
                 vec![NodeSelectorRequirement::new("zone", Operator::In, ["y"])],
             ],
-            ..Pod::default()
+            ..PodPlacement::default()
         };
         let terms = pod.required_terms();
         assert_eq!(terms.len(), 2);
@@ -281,9 +304,9 @@ mod tests {
 
     #[test]
     fn only_empty_affinity_terms_match_nothing() {
-        let pod = Pod {
+        let pod = PodPlacement {
             required_node_affinity: vec![vec![]],
-            ..Pod::default()
+            ..PodPlacement::default()
         };
         assert!(pod.required_terms().is_empty());
         assert_eq!(Pod::default().required_terms(), vec![Requirements::new()]);

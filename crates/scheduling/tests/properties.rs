@@ -306,7 +306,7 @@ fn check(input: &ScheduleInput, plan: &Plan) -> Result<(), TestCaseError> {
         for key in &node.pods {
             let pod = by_key[key];
             prop_assert!(
-                tolerates_all(&prov.provisioner.taints, &pod.tolerations),
+                tolerates_all(&prov.provisioner.taints, &pod.placement.tolerations),
                 "{key} does not tolerate {}",
                 node.provisioner
             );
@@ -327,7 +327,7 @@ fn check(input: &ScheduleInput, plan: &Plan) -> Result<(), TestCaseError> {
         for key in &assignment.pods {
             let pod = by_key[key];
             requests += &pod.requests;
-            prop_assert!(tolerates_all(&node.taints, &pod.tolerations));
+            prop_assert!(tolerates_all(&node.taints, &pod.placement.tolerations));
             prop_assert!(pod.required_terms().iter().any(|t| t.matches(&node.labels)));
             placed.push(Placed {
                 pod,
@@ -373,13 +373,13 @@ fn check(input: &ScheduleInput, plan: &Plan) -> Result<(), TestCaseError> {
         let pod = pods[0].pod;
         let per_node = count_by(pods.iter().map(|p| p.node.as_str()));
         let per_zone = count_by(pods.iter().map(|p| p.zone.as_str()));
-        if !pod.pod_anti_affinity.is_empty() || !pod.host_ports.is_empty() {
+        if !pod.placement.pod_anti_affinity.is_empty() || !pod.placement.host_ports.is_empty() {
             prop_assert!(
                 per_node.values().all(|&n| n == 1),
                 "two on one node: {per_node:?}"
             );
         }
-        if let Some(spread) = pod.topology_spread.first() {
+        if let Some(spread) = pod.placement.topology_spread.first() {
             if spread.topology_key == labels::HOSTNAME {
                 prop_assert!(
                     per_node.values().all(|&n| n <= 1),
@@ -399,7 +399,7 @@ fn check(input: &ScheduleInput, plan: &Plan) -> Result<(), TestCaseError> {
                 prop_assert!(per_zone.keys().all(|z| domains.contains(*z)));
             }
         }
-        if !pod.pod_affinity.is_empty() {
+        if !pod.placement.pod_affinity.is_empty() {
             prop_assert!(per_zone.len() <= 1, "self-affinity split: {per_zone:?}");
         }
     }
@@ -423,7 +423,7 @@ fn spread_domains(input: &ScheduleInput, pod: &Pod) -> BTreeSet<String> {
         .map(|n| n.labels[labels::ZONE].clone())
         .collect();
     for p in &input.provisioners {
-        if !tolerates_all(&p.provisioner.taints, &pod.tolerations) {
+        if !tolerates_all(&p.provisioner.taints, &pod.placement.tolerations) {
             continue;
         }
         let reqs = p.provisioner.node_requirements();

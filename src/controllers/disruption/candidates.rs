@@ -155,7 +155,7 @@ fn computed_allowance(
     let expected = matching.len() as i64;
     let healthy = matching
         .iter()
-        .filter(|p| p.phase == "Running" && !p.deleting)
+        .filter(|p| &*p.phase == "Running" && !p.deleting)
         .count() as i64;
     let spec = pdb.spec.as_ref();
     let desired = match (

@@ -79,11 +79,11 @@ pub(crate) struct Group {
 
 impl Group {
     pub(crate) fn tolerations<'a>(&self, pods: &'a [Pod]) -> &'a [Toleration] {
-        &pods[self.rep].tolerations
+        &pods[self.rep].placement.tolerations
     }
 
     pub(crate) fn host_ports<'a>(&self, pods: &'a [Pod]) -> &'a [HostPort] {
-        &pods[self.rep].host_ports
+        &pods[self.rep].placement.host_ports
     }
 }
 
@@ -110,16 +110,16 @@ impl<'a> ShapeKey<'a> {
             namespace: &p.namespace,
             labels: &p.labels,
             requests: &p.requests,
-            node_selector: &p.node_selector,
-            required_node_affinity: &p.required_node_affinity,
-            preferred_node_affinity: &p.preferred_node_affinity,
-            tolerations: &p.tolerations,
-            host_ports: &p.host_ports,
-            topology_spread: &p.topology_spread,
-            pod_affinity: &p.pod_affinity,
-            pod_anti_affinity: &p.pod_anti_affinity,
-            preferred_pod_affinity: &p.preferred_pod_affinity,
-            preferred_pod_anti_affinity: &p.preferred_pod_anti_affinity,
+            node_selector: &p.placement.node_selector,
+            required_node_affinity: &p.placement.required_node_affinity,
+            preferred_node_affinity: &p.placement.preferred_node_affinity,
+            tolerations: &p.placement.tolerations,
+            host_ports: &p.placement.host_ports,
+            topology_spread: &p.placement.topology_spread,
+            pod_affinity: &p.placement.pod_affinity,
+            pod_anti_affinity: &p.placement.pod_anti_affinity,
+            preferred_pod_affinity: &p.placement.preferred_pod_affinity,
+            preferred_pod_anti_affinity: &p.placement.preferred_pod_anti_affinity,
         }
     }
 }
@@ -175,7 +175,8 @@ fn spread_definition(constraint: &TopologySpreadConstraint, owner: &Pod) -> Topo
 
 /// The required anti-affinity groups a (running or pending) pod owns.
 pub(crate) fn required_anti_groups(pod: &Pod, topology: &mut Topology) -> Vec<usize> {
-    pod.pod_anti_affinity
+    pod.placement
+        .pod_anti_affinity
         .iter()
         .map(|term| topology.group_id(affinity_definition(TopologyKind::AntiAffinity, term, pod)))
         .collect()
@@ -190,7 +191,7 @@ fn by_weight_desc(terms: &[WeightedPodAffinityTerm]) -> Vec<&PodAffinityTerm> {
 /// The relaxation ladder of `pod` (domains of spreads left empty).
 pub(crate) fn levels(pod: &Pod, topology: &mut Topology) -> Vec<Level> {
     let required_terms = pod.required_terms();
-    let mut preferred_nodes: Vec<_> = pod.preferred_node_affinity.iter().collect();
+    let mut preferred_nodes: Vec<_> = pod.placement.preferred_node_affinity.iter().collect();
     preferred_nodes.sort_by_key(|t| std::cmp::Reverse(t.weight));
     let preferred_nodes: Vec<Requirements> = preferred_nodes
         .iter()
@@ -206,23 +207,27 @@ pub(crate) fn levels(pod: &Pod, topology: &mut Topology) -> Vec<Level> {
         }
     };
     let required_affinity: Vec<AffinityRef> = pod
+        .placement
         .pod_affinity
         .iter()
         .map(|t| affinity_ref(TopologyKind::Affinity, t))
         .collect();
     let required_anti: Vec<AffinityRef> = pod
+        .placement
         .pod_anti_affinity
         .iter()
         .map(|t| affinity_ref(TopologyKind::AntiAffinity, t))
         .collect();
-    let preferred_affinity: Vec<AffinityRef> = by_weight_desc(&pod.preferred_pod_affinity)
-        .into_iter()
-        .map(|t| affinity_ref(TopologyKind::Affinity, t))
-        .collect();
-    let preferred_anti: Vec<AffinityRef> = by_weight_desc(&pod.preferred_pod_anti_affinity)
-        .into_iter()
-        .map(|t| affinity_ref(TopologyKind::AntiAffinity, t))
-        .collect();
+    let preferred_affinity: Vec<AffinityRef> =
+        by_weight_desc(&pod.placement.preferred_pod_affinity)
+            .into_iter()
+            .map(|t| affinity_ref(TopologyKind::Affinity, t))
+            .collect();
+    let preferred_anti: Vec<AffinityRef> =
+        by_weight_desc(&pod.placement.preferred_pod_anti_affinity)
+            .into_iter()
+            .map(|t| affinity_ref(TopologyKind::AntiAffinity, t))
+            .collect();
 
     let mut spread_ref = |c: &TopologySpreadConstraint| {
         let definition = spread_definition(c, pod);
@@ -236,12 +241,14 @@ pub(crate) fn levels(pod: &Pod, topology: &mut Topology) -> Vec<Level> {
         }
     };
     let hard: Vec<SpreadRef> = pod
+        .placement
         .topology_spread
         .iter()
         .filter(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
         .map(&mut spread_ref)
         .collect();
     let soft: Vec<SpreadRef> = pod
+        .placement
         .topology_spread
         .iter()
         .filter(|c| c.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)

@@ -122,7 +122,7 @@ impl<'a> Model<'a> {
                 let mut ports = Vec::new();
                 for pod in &node.pods {
                     used = used.add(&pod_vector(&dims, &pod.requests));
-                    ports.extend(pod.host_ports.iter().cloned());
+                    ports.extend(pod.placement.host_ports.iter().cloned());
                 }
                 if node.in_flight {
                     for ds in &input.daemonsets {
@@ -184,7 +184,7 @@ impl<'a> Model<'a> {
                 let rep = &pods[members[0]];
                 let tolerates: Vec<bool> = provs
                     .iter()
-                    .map(|p| tolerates_all(&p.taints, &rep.tolerations))
+                    .map(|p| tolerates_all(&p.taints, &rep.placement.tolerations))
                     .collect();
                 for level in &mut levels {
                     for spread in &mut level.spreads {

@@ -250,13 +250,16 @@ impl PodBuilder {
     }
 
     pub fn node_selector(mut self, key: &str, value: &str) -> Self {
-        self.0.node_selector.insert(key.into(), value.into());
+        self.0
+            .placement_mut()
+            .node_selector
+            .insert(key.into(), value.into());
         self
     }
 
     /// Adds a required node affinity term (terms are ORed).
     pub fn requires_one_of(mut self, term: Vec<NodeSelectorRequirement>) -> Self {
-        self.0.required_node_affinity.push(term);
+        self.0.placement_mut().required_node_affinity.push(term);
         self
     }
 
@@ -266,6 +269,7 @@ impl PodBuilder {
 
     pub fn prefers(mut self, weight: i32, key: &str, operator: Operator, values: &[&str]) -> Self {
         self.0
+            .placement_mut()
             .preferred_node_affinity
             .push(PreferredSchedulingTerm {
                 weight,
@@ -275,48 +279,57 @@ impl PodBuilder {
     }
 
     pub fn tolerates(mut self, toleration: Toleration) -> Self {
-        self.0.tolerations.push(toleration);
+        self.0.placement_mut().tolerations.push(toleration);
         self
     }
 
     pub fn host_port(mut self, port: i32) -> Self {
-        self.0.host_ports.push(HostPort::tcp(port));
+        self.0.placement_mut().host_ports.push(HostPort::tcp(port));
         self
     }
 
     pub fn spread(mut self, key: &str, max_skew: i32, selector: &[(&str, &str)]) -> Self {
-        self.0.topology_spread.push(TopologySpreadConstraint {
-            max_skew,
-            topology_key: key.into(),
-            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
-            label_selector: LabelSelector::labels(selector.iter().copied()),
-            min_domains: None,
-        });
+        self.0
+            .placement_mut()
+            .topology_spread
+            .push(TopologySpreadConstraint {
+                max_skew,
+                topology_key: key.into(),
+                when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+                label_selector: LabelSelector::labels(selector.iter().copied()),
+                min_domains: None,
+            });
         self
     }
 
     pub fn soft_spread(mut self, key: &str, max_skew: i32, selector: &[(&str, &str)]) -> Self {
         self = self.spread(key, max_skew, selector);
-        if let Some(last) = self.0.topology_spread.last_mut() {
+        if let Some(last) = self.0.placement_mut().topology_spread.last_mut() {
             last.when_unsatisfiable = WhenUnsatisfiable::ScheduleAnyway;
         }
         self
     }
 
     pub fn min_domains(mut self, n: i32) -> Self {
-        if let Some(last) = self.0.topology_spread.last_mut() {
+        if let Some(last) = self.0.placement_mut().topology_spread.last_mut() {
             last.min_domains = Some(n);
         }
         self
     }
 
     pub fn affinity(mut self, key: &str, selector: &[(&str, &str)]) -> Self {
-        self.0.pod_affinity.push(affinity_term(key, selector));
+        self.0
+            .placement_mut()
+            .pod_affinity
+            .push(affinity_term(key, selector));
         self
     }
 
     pub fn anti_affinity(mut self, key: &str, selector: &[(&str, &str)]) -> Self {
-        self.0.pod_anti_affinity.push(affinity_term(key, selector));
+        self.0
+            .placement_mut()
+            .pod_anti_affinity
+            .push(affinity_term(key, selector));
         self
     }
 
@@ -327,6 +340,7 @@ impl PodBuilder {
         selector: &[(&str, &str)],
     ) -> Self {
         self.0
+            .placement_mut()
             .preferred_pod_anti_affinity
             .push(WeightedPodAffinityTerm {
                 weight,
@@ -336,10 +350,13 @@ impl PodBuilder {
     }
 
     pub fn prefers_affinity(mut self, weight: i32, key: &str, selector: &[(&str, &str)]) -> Self {
-        self.0.preferred_pod_affinity.push(WeightedPodAffinityTerm {
-            weight,
-            term: affinity_term(key, selector),
-        });
+        self.0
+            .placement_mut()
+            .preferred_pod_affinity
+            .push(WeightedPodAffinityTerm {
+                weight,
+                term: affinity_term(key, selector),
+            });
         self
     }
 
