@@ -9,12 +9,13 @@
 //! [`ClusterState::invalid_objects`] with the reason, so it can be reported, and left out of
 //! decisions.
 
+mod intern;
 mod report;
 pub mod shrink;
 mod views;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSet as K8sDaemonSet;
@@ -22,13 +23,14 @@ use k8s_openapi::api::core::v1 as k8s;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use nodewright_scheduling::labels;
 use nodewright_scheduling::node::ExistingNode;
-use nodewright_scheduling::pod::{DaemonSet, Pod};
+use nodewright_scheduling::pod::{DaemonSet, Pod, PodPlacement};
 use nodewright_scheduling::provisioner::Provisioner as CoreProvisioner;
 use nodewright_scheduling::resources::Resources;
 use nodewright_scheduling::taints::Taint;
 
 use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::{self, ConvertError};
+use intern::Interner;
 
 pub use views::InstanceTypesByProvisioner;
 pub(crate) use views::capacity_type_value;
@@ -40,9 +42,9 @@ pub struct PodEntry {
     /// Shared with the batches and evaluations that read it, never copied.
     pub pod: Arc<Pod>,
     /// `spec.nodeName`: the node it is bound to.
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
     /// `status.phase` (`Pending`, `Running`, …), empty when unknown.
-    pub phase: String,
+    pub phase: Arc<str>,
     /// Waiting for a node nodewright could launch (see [`is_provisionable`]).
     pub provisionable: bool,
     /// Succeeded or Failed: it holds no resources.
@@ -58,7 +60,7 @@ pub struct PodEntry {
     /// that node never comes, and no volume or preference ties it to a place.
     pub early_bindable: bool,
     /// `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>` of its first owner (a metric label).
-    pub owner_link: String,
+    pub owner_link: Arc<str>,
 }
 
 /// A node, shrunk, with its core view (pods not filled in) and provider id.
@@ -98,9 +100,10 @@ pub struct ProvisionerEntry {
 /// Every watched object, indexed for the loops' questions.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pods: HashMap<String, PodEntry>,
+    /// Keyed by `namespace/name`, the key shared with `pods_by_node`.
+    pods: HashMap<Arc<str>, PodEntry>,
     /// Keys of the pods bound to each node.
-    pods_by_node: HashMap<String, BTreeSet<String>>,
+    pods_by_node: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     nodes: BTreeMap<String, NodeEntry>,
     node_by_provider_id: HashMap<String, String>,
     machines: BTreeMap<String, MachineEntry>,
@@ -109,10 +112,11 @@ pub struct ClusterState {
     daemonsets: BTreeMap<String, DaemonSet>,
     pdbs: BTreeMap<String, PodDisruptionBudget>,
     invalid: BTreeMap<String, ConvertError>,
-    /// One copy of each distinct pod label set (the pods of a ReplicaSet share theirs).
-    label_sets: HashSet<Arc<BTreeMap<String, String>>>,
-    /// `label_sets`' size after its last sweep of sets no pod uses any more.
-    label_sets_swept: usize,
+    /// One copy of each distinct pod label set, placement and short string (namespaces, node
+    /// names, phases, owners): the pods of a ReplicaSet share theirs.
+    label_sets: Interner<BTreeMap<String, String>>,
+    placements: Interner<PodPlacement>,
+    strings: Interner<str>,
 }
 
 /// `namespace/name`, the key of namespaced objects.
@@ -139,12 +143,13 @@ impl ClusterState {
     /// Adds or replaces a pod. A pod the core cannot read is dropped from decisions and listed
     /// in [`ClusterState::invalid_objects`].
     pub fn apply_pod(&mut self, pod: &k8s::Pod) -> Result<(), ConvertError> {
-        let key = namespaced_key(&pod.metadata);
+        let key: Arc<str> = Arc::from(namespaced_key(&pod.metadata));
         self.unindex_pod(&key);
         let invalid_key = format!("pod {key}");
         let core = match convert::pod::pod(pod) {
             Ok(mut core) => {
-                core.labels = self.intern_labels(core.labels);
+                core.labels = self.label_sets.share(core.labels);
+                core.placement = self.placements.share(core.placement);
                 // Informational only; the cache keys pods by namespace and name.
                 core.uid = String::new();
                 core
@@ -155,7 +160,7 @@ impl ClusterState {
             }
         };
         self.invalid.remove(&invalid_key);
-        let entry = pod_entry(pod, core);
+        let entry = pod_entry(pod, core, &mut self.strings);
         if let Some(node) = &entry.node_name {
             self.pods_by_node
                 .entry(node.clone())
@@ -164,23 +169,6 @@ impl ClusterState {
         }
         self.pods.insert(key, entry);
         Ok(())
-    }
-
-    /// The shared copy of `labels`.
-    fn intern_labels(
-        &mut self,
-        labels: Arc<BTreeMap<String, String>>,
-    ) -> Arc<BTreeMap<String, String>> {
-        if let Some(shared) = self.label_sets.get(labels.as_ref()) {
-            return shared.clone();
-        }
-        if self.label_sets.len() >= 2 * self.label_sets_swept.max(512) {
-            // Sets only the index holds belonged to pods that are gone.
-            self.label_sets.retain(|set| Arc::strong_count(set) > 1);
-            self.label_sets_swept = self.label_sets.len();
-        }
-        self.label_sets.insert(labels.clone());
-        labels
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
@@ -409,27 +397,30 @@ fn read_taints(
         .unwrap_or_default()
 }
 
-fn pod_entry(pod: &k8s::Pod, core: Pod) -> PodEntry {
+fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry {
     let meta = &pod.metadata;
     let owners = meta.owner_references.as_deref().unwrap_or(&[]);
     let owned_by = |kind: &str| owners.iter().any(|o| o.kind == kind);
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.clone())
-        .unwrap_or_default();
-    let owner_link = owners
-        .first()
-        .map(|o| {
-            format!(
-                "/apis/{}/namespaces/{}/{}s/{}",
-                o.api_version,
-                core.namespace,
-                o.kind.to_lowercase(),
-                o.name
-            )
-        })
-        .unwrap_or_default();
+    let phase = strings.share_ref(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or_default(),
+    );
+    let owner_link = strings.share_ref(
+        &owners
+            .first()
+            .map(|o| {
+                format!(
+                    "/apis/{}/namespaces/{}/{}s/{}",
+                    o.api_version,
+                    core.namespace,
+                    o.kind.to_lowercase(),
+                    o.name
+                )
+            })
+            .unwrap_or_default(),
+    );
     let annotations = meta.annotations.as_ref();
     let claims_volumes = pod
         .spec
@@ -441,17 +432,18 @@ fn pod_entry(pod: &k8s::Pod, core: Pod) -> PodEntry {
     let early_bindable = owners.iter().any(|o| o.controller == Some(true))
         && !owned_by("DaemonSet")
         && !claims_volumes
-        && core.preferred_node_affinity.is_empty()
-        && core.preferred_pod_affinity.is_empty()
-        && core.preferred_pod_anti_affinity.is_empty();
+        && core.placement.preferred_node_affinity.is_empty()
+        && core.placement.preferred_pod_affinity.is_empty()
+        && core.placement.preferred_pod_anti_affinity.is_empty();
     PodEntry {
         early_bindable,
         node_name: pod
             .spec
             .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
-        terminal: matches!(phase.as_str(), "Succeeded" | "Failed"),
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+            .map(|n| strings.share_ref(n)),
+        terminal: matches!(&*phase, "Succeeded" | "Failed"),
         deleting: meta.deletion_timestamp.is_some(),
         daemon: owned_by("DaemonSet"),
         mirror: owned_by("Node")

@@ -29,14 +29,14 @@ impl ClusterState {
         Some(PodStateLabels {
             name: entry.pod.name.clone(),
             namespace: entry.pod.namespace.clone(),
-            owner: entry.owner_link.clone(),
-            node: entry.node_name.clone().unwrap_or_default(),
+            owner: entry.owner_link.to_string(),
+            node: entry.node_name.as_deref().unwrap_or_default().to_string(),
             provisioner: label(labels::PROVISIONER_NAME),
             zone: label(labels::ZONE),
             arch: label(labels::ARCH),
             capacity_type: label(labels::CAPACITY_TYPE),
             instance_type: label(labels::INSTANCE_TYPE),
-            phase: entry.phase.clone(),
+            phase: entry.phase.to_string(),
         })
     }
 

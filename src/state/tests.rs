@@ -649,3 +649,30 @@ fn pods_with_the_same_labels_share_one_copy_of_them() {
     assert_eq!(api.get("app").map(String::as_str), Some("api"));
     assert_eq!(web2.get("app").map(String::as_str), Some("web"));
 }
+
+#[test]
+fn pods_with_the_same_placement_share_one_copy_of_it() {
+    let mut state = ClusterState::new();
+    for (name, zone) in [("web-1", "a"), ("web-2", "a"), ("web-3", "b")] {
+        let mut pod = bound_to(pod(name, "1"), "n1");
+        pod["spec"]["nodeSelector"] = json!({"topology.kubernetes.io/zone": zone});
+        pod["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Exists"}]);
+        apply_pod(&mut state, pod);
+    }
+    let entry = |name: &str| state.pod("default", name).expect("cached").clone();
+    let (web1, web2, web3) = (entry("web-1"), entry("web-2"), entry("web-3"));
+    assert!(Arc::ptr_eq(&web1.pod.placement, &web2.pod.placement));
+    assert!(!Arc::ptr_eq(&web1.pod.placement, &web3.pod.placement));
+    assert_eq!(
+        web3.pod.placement.node_selector["topology.kubernetes.io/zone"],
+        "b"
+    );
+    assert_eq!(web1.pod.placement.tolerations.len(), 1);
+    // The node name and phase are shared too; the values stay each pod's own.
+    let (Some(node1), Some(node2)) = (&web1.node_name, &web2.node_name) else {
+        panic!("both are bound");
+    };
+    assert!(Arc::ptr_eq(node1, node2));
+    assert_eq!(&**node1, "n1");
+    assert_eq!(&*web1.phase, "Running");
+}

@@ -33,7 +33,7 @@ const EPHEMERAL_TAINTS: &[&str] = &[
 
 impl ClusterState {
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodEntry> {
-        self.pods.get(&object_key(namespace, name))
+        self.pods.get(object_key(namespace, name).as_str())
     }
 
     /// Every pod, in no particular order.
