@@ -128,6 +128,7 @@ fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Plan(args) => run_plan(args),
         Command::Controller(args) => {
+            crate::memory::use_one_heap_arena();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime
                 .block_on(controller::run(*args))
