@@ -5,7 +5,7 @@
 //! Counters carry the `_total` suffix DESIGN.md §6 names (`karpenter_nodes_created_total`), as
 //! Karpenter's own counters do from v0.32 on; v0.31 and older exported them without it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -44,16 +44,14 @@ pub enum MetricsError {
     Utf8(#[from] std::string::FromUtf8Error),
 }
 
-/// The labels of one pod's `karpenter_pods_state` series.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The labels of one `karpenter_pods_state` series: the pods of one namespace in one phase,
+/// on nodes alike (provisioner, zone, arch, capacity type, instance type; all empty while
+/// unbound). Karpenter exports one series per pod, with its name, owner and node besides; at
+/// 30,000 pods that alone would outweigh the cache, so pods alike are counted in one series.
+/// `sum` over it gives what summing Karpenter's does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodStateLabels {
-    pub name: String,
     pub namespace: String,
-    /// `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>` of the first owner, or empty.
-    pub owner: String,
-    /// The node it is bound to, or empty.
-    pub node: String,
-    /// The rest comes from the node's labels (empty while unbound).
     pub provisioner: String,
     pub zone: String,
     pub arch: String,
@@ -63,12 +61,9 @@ pub struct PodStateLabels {
 }
 
 impl PodStateLabels {
-    fn values(&self) -> [&str; 10] {
+    fn values(&self) -> [&str; 7] {
         [
-            &self.name,
             &self.namespace,
-            &self.owner,
-            &self.node,
             &self.provisioner,
             &self.zone,
             &self.arch,
@@ -79,11 +74,8 @@ impl PodStateLabels {
     }
 }
 
-const POD_STATE_LABELS: [&str; 10] = [
-    "name",
+const POD_STATE_LABELS: [&str; 7] = [
     "namespace",
-    "owner",
-    "node",
     "provisioner",
     "zone",
     "arch",
@@ -113,8 +105,8 @@ pub struct Metrics {
     cost_per_hour: GaugeVec,
     pods_evicted: IntCounterVec,
     disruption: DisruptionMetrics,
-    /// The label values of each pod's live series (by `namespace/name`), so a change replaces it.
-    pod_series: Mutex<HashMap<String, PodStateLabels>>,
+    /// The `karpenter_pods_state` series last set, so those no pod matches any more go.
+    pod_series: Mutex<BTreeSet<PodStateLabels>>,
     /// Resource types with a limit or usage series, by provisioner, so they can be removed.
     provisioner_series: Mutex<HashMap<String, BTreeSet<String>>>,
 }
@@ -190,7 +182,7 @@ impl Metrics {
             )?,
             pods_state: gauge(
                 "karpenter_pods_state",
-                "One series per pod, valued 1, whose labels say where it runs (node, provisioner, zone, arch, capacity type, instance type) and its phase.",
+                "Pods by namespace, phase and the kind of node they run on (provisioner, zone, arch, capacity type, instance type; empty while unbound).",
                 &POD_STATE_LABELS,
             )?,
             cloudprovider_errors: counter(
@@ -227,7 +219,7 @@ impl Metrics {
             scheduling_duration,
             cloudprovider_duration,
             registry,
-            pod_series: Mutex::new(HashMap::new()),
+            pod_series: Mutex::new(BTreeSet::new()),
             provisioner_series: Mutex::new(HashMap::new()),
         })
     }
@@ -315,25 +307,20 @@ impl Metrics {
         }
     }
 
-    /// Sets the pod's `karpenter_pods_state` series, replacing the one it had under other labels.
-    pub fn set_pod_state(&self, key: &str, pod: PodStateLabels) {
+    /// Sets `karpenter_pods_state` to these counts; series no pod matches any more go.
+    pub fn set_pods_state(&self, counts: &BTreeMap<PodStateLabels, u64>) {
         let mut series = lock(&self.pod_series);
-        if let Some(previous) = series.get(key) {
-            if *previous == pod {
-                return;
-            }
+        for gone in series.iter().filter(|labels| !counts.contains_key(*labels)) {
             // Absent already is fine: the series is gone either way.
-            let _ = self.pods_state.remove_label_values(&previous.values());
+            let _ = self.pods_state.remove_label_values(&gone.values());
         }
-        self.pods_state.with_label_values(&pod.values()).set(1.0);
-        series.insert(key.to_string(), pod);
-    }
-
-    /// Removes a deleted pod's series.
-    pub fn delete_pod_state(&self, key: &str) {
-        if let Some(previous) = lock(&self.pod_series).remove(key) {
-            let _ = self.pods_state.remove_label_values(&previous.values());
+        for (labels, count) in counts {
+            // Counts of pods are far below 2^53: exact as f64.
+            self.pods_state
+                .with_label_values(&labels.values())
+                .set(*count as f64);
         }
+        *series = counts.keys().cloned().collect();
     }
 
     /// A provisioner's limits, usage and usage percentage per resource type, in Kubernetes units

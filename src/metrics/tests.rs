@@ -103,36 +103,42 @@ fn durations_and_cloud_provider_errors_are_recorded() {
 }
 
 #[test]
-fn a_pods_state_series_is_replaced_when_it_moves_and_removed_when_deleted() {
+fn pods_state_counts_pods_alike_and_drops_series_nobody_matches() {
     let m = metrics();
     let pending = PodStateLabels {
-        name: "web-1".into(),
         namespace: "shop".into(),
         phase: "Pending".into(),
         ..PodStateLabels::default()
     };
-    m.set_pod_state("shop/web-1", pending.clone());
     let running = PodStateLabels {
-        node: "ip-10-0-0-1".into(),
         provisioner: "default".into(),
         capacity_type: "spot".into(),
         phase: "Running".into(),
-        ..pending
+        ..pending.clone()
     };
-    m.set_pod_state("shop/web-1", running);
+    m.set_pods_state(&[(pending.clone(), 3), (running.clone(), 2)].into());
+    let series = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("karpenter_pods_state{"))
+            .map(str::to_string)
+            .collect()
+    };
     let text = m.encode().expect("encodes");
-    let series: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("karpenter_pods_state{"))
-        .collect();
-    assert_eq!(series.len(), 1, "{text}");
+    let first = series(&text);
+    assert_eq!(first.len(), 2, "{text}");
     for label in POD_STATE_LABELS {
-        assert!(series[0].contains(&format!("{label}=")), "{label} missing");
+        assert!(first[0].contains(&format!("{label}=")), "{label} missing");
     }
-    assert!(series[0].contains(r#"phase="Running""#));
-    m.delete_pod_state("shop/web-1");
-    let text = m.encode().expect("encodes");
-    assert!(!text.contains("karpenter_pods_state{"));
+    let running_line = first
+        .iter()
+        .find(|l| l.contains(r#"phase="Running""#))
+        .expect("a Running series");
+    assert!(running_line.ends_with(" 2"), "{running_line}");
+    // All five pods now run: the Pending series goes.
+    m.set_pods_state(&[(running, 5)].into());
+    let after = series(&m.encode().expect("encodes"));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].contains(r#"phase="Running""#) && after[0].ends_with(" 5"));
 }
 
 #[test]

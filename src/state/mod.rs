@@ -59,8 +59,6 @@ pub struct PodEntry {
     /// May be bound to a node before it registers (`BIND_PODS`): a controller recreates it if
     /// that node never comes, and no volume or preference ties it to a place.
     pub early_bindable: bool,
-    /// `/apis/<apiVersion>/namespaces/<ns>/<kind>s/<name>` of its first owner (a metric label).
-    pub owner_link: Arc<str>,
 }
 
 /// A node, shrunk, with its core view (pods not filled in) and provider id.
@@ -112,8 +110,8 @@ pub struct ClusterState {
     daemonsets: BTreeMap<String, DaemonSet>,
     pdbs: BTreeMap<String, PodDisruptionBudget>,
     invalid: BTreeMap<String, ConvertError>,
-    /// One copy of each distinct pod label set, placement and short string (namespaces, node
-    /// names, phases, owners): the pods of a ReplicaSet share theirs.
+    /// One copy of each distinct pod label set, placement and short string (node names,
+    /// phases): the pods of a ReplicaSet share theirs.
     label_sets: Interner<BTreeMap<String, String>>,
     placements: Interner<PodPlacement>,
     strings: Interner<str>,
@@ -407,20 +405,6 @@ fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry
             .and_then(|s| s.phase.as_deref())
             .unwrap_or_default(),
     );
-    let owner_link = strings.share_ref(
-        &owners
-            .first()
-            .map(|o| {
-                format!(
-                    "/apis/{}/namespaces/{}/{}s/{}",
-                    o.api_version,
-                    core.namespace,
-                    o.kind.to_lowercase(),
-                    o.name
-                )
-            })
-            .unwrap_or_default(),
-    );
     let annotations = meta.annotations.as_ref();
     let claims_volumes = pod
         .spec
@@ -452,7 +436,6 @@ fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry
             .and_then(|a| a.get(labels::DO_NOT_EVICT))
             .is_some_and(|v| v == "true"),
         provisionable: is_provisionable(pod),
-        owner_link,
         phase,
         pod: Arc::new(core),
     }

@@ -1,4 +1,4 @@
-//! What the metrics report from the cache: a pod's `karpenter_pods_state` labels and the
+//! What the metrics report from the cache: the `karpenter_pods_state` counts and the
 //! $/hour of the nodes each provisioner launched.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,33 +11,54 @@ use super::views::InstanceTypesByProvisioner;
 use crate::metrics::PodStateLabels;
 
 impl ClusterState {
-    /// The pod's `karpenter_pods_state` labels: its own, then its node's (zone, arch, capacity
-    /// type, instance type, provisioner), empty while it is unbound or its node unknown.
-    pub fn pod_state_labels(&self, namespace: &str, name: &str) -> Option<PodStateLabels> {
-        let entry = self.pod(namespace, name)?;
-        let node_labels = entry
-            .node_name
-            .as_deref()
-            .and_then(|n| self.node(n))
-            .map(|n| &n.core.labels);
-        let label = |key: &str| {
-            node_labels
-                .and_then(|l| l.get(key))
-                .cloned()
-                .unwrap_or_default()
-        };
-        Some(PodStateLabels {
-            name: entry.pod.name.clone(),
-            namespace: entry.pod.namespace.clone(),
-            owner: entry.owner_link.to_string(),
-            node: entry.node_name.as_deref().unwrap_or_default().to_string(),
-            provisioner: label(labels::PROVISIONER_NAME),
-            zone: label(labels::ZONE),
-            arch: label(labels::ARCH),
-            capacity_type: label(labels::CAPACITY_TYPE),
-            instance_type: label(labels::INSTANCE_TYPE),
-            phase: entry.phase.to_string(),
-        })
+    /// The number of pods of each `karpenter_pods_state` series: by namespace and phase, and by
+    /// their node's provisioner, zone, arch, capacity type and instance type (empty while a pod
+    /// is unbound or its node unknown).
+    pub fn pod_state_counts(&self) -> BTreeMap<PodStateLabels, u64> {
+        const NODE_LABELS: [&str; 5] = [
+            labels::PROVISIONER_NAME,
+            labels::ZONE,
+            labels::ARCH,
+            labels::CAPACITY_TYPE,
+            labels::INSTANCE_TYPE,
+        ];
+        // Counted by borrowed values first: only one label set per series is copied.
+        let mut counts: HashMap<(&str, [&str; 5], &str), u64> = HashMap::new();
+        for entry in self.pods.values() {
+            let node_labels = entry
+                .node_name
+                .as_deref()
+                .and_then(|n| self.node(n))
+                .map(|n| &n.core.labels);
+            let on_node = NODE_LABELS.map(|key| {
+                node_labels
+                    .and_then(|l| l.get(key))
+                    .map_or("", String::as_str)
+            });
+            *counts
+                .entry((entry.pod.namespace.as_str(), on_node, &*entry.phase))
+                .or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(
+                |(
+                    (namespace, [provisioner, zone, arch, capacity_type, instance_type], phase),
+                    count,
+                )| {
+                    let labels = PodStateLabels {
+                        namespace: namespace.to_string(),
+                        provisioner: provisioner.to_string(),
+                        zone: zone.to_string(),
+                        arch: arch.to_string(),
+                        capacity_type: capacity_type.to_string(),
+                        instance_type: instance_type.to_string(),
+                        phase: phase.to_string(),
+                    };
+                    (labels, count)
+                },
+            )
+            .collect()
     }
 
     /// US dollars per hour of the registered nodes each provisioner launched, by capacity type:

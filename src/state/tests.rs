@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ClusterState, InstanceTypesByProvisioner, shrink};
 use crate::apis::{Machine, Provisioner};
+use crate::metrics::PodStateLabels;
 use crate::settings::Settings;
 
 const GIB: i64 = 1 << 30;
@@ -550,31 +551,36 @@ fn labelled_node(name: &str, instance_type: &str, capacity_type: &str) -> Value 
 }
 
 #[test]
-fn a_pods_metric_labels_come_from_it_and_its_node() {
+fn pods_are_counted_by_namespace_phase_and_the_kind_of_node_they_run_on() {
     let mut state = ClusterState::new();
     state
         .apply_node(&from_json(labelled_node("n1", "m5.xlarge", "on-demand")))
         .expect("applies");
-    apply_pod(
-        &mut state,
-        owned_by(bound_to(pod("web-1", "1"), "n1"), "ReplicaSet", "web-abc"),
-    );
-    let pod_labels = state.pod_state_labels("default", "web-1").expect("cached");
-    assert_eq!(
-        pod_labels.owner,
-        "/apis/apps/v1/namespaces/default/replicasets/web-abc"
-    );
-    assert_eq!(pod_labels.node, "n1");
-    assert_eq!(pod_labels.provisioner, "default");
-    assert_eq!(pod_labels.zone, "us-east-1a");
-    assert_eq!(pod_labels.capacity_type, "on-demand");
-    assert_eq!(pod_labels.instance_type, "m5.xlarge");
-    assert_eq!(pod_labels.phase, "Running");
+    for name in ["web-1", "web-2"] {
+        apply_pod(
+            &mut state,
+            owned_by(bound_to(pod(name, "1"), "n1"), "ReplicaSet", "web-abc"),
+        );
+    }
     apply_pod(&mut state, pod("pending", "1"));
-    let pending = state
-        .pod_state_labels("default", "pending")
-        .expect("cached");
-    assert!(pending.node.is_empty() && pending.zone.is_empty());
+    let counts = state.pod_state_counts();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    let running = PodStateLabels {
+        namespace: "default".into(),
+        provisioner: "default".into(),
+        zone: "us-east-1a".into(),
+        arch: "amd64".into(),
+        capacity_type: "on-demand".into(),
+        instance_type: "m5.xlarge".into(),
+        phase: "Running".into(),
+    };
+    assert_eq!(counts.get(&running), Some(&2), "{counts:?}");
+    let pending = PodStateLabels {
+        namespace: "default".into(),
+        phase: "Pending".into(),
+        ..PodStateLabels::default()
+    };
+    assert_eq!(counts.get(&pending), Some(&1), "{counts:?}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The counter loop: keeps each provisioner's `status.resources` and `LimitsReached` condition
 //! in step with what it launched, raises an Event when a limit is reached, and keeps the
-//! provisioner and cost metrics current.
+//! provisioner, cost and pod state metrics current.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,6 +48,7 @@ async fn sync(ctx: &Context, known: &mut BTreeSet<String>) {
         let state = ctx.state.read();
         let usage = state.provisioner_usage(&types);
         let cost = state.cost_per_hour(&types);
+        ctx.metrics.set_pods_state(&state.pod_state_counts());
         let mut present = BTreeSet::new();
         let mut writes = Vec::new();
         for entry in state.provisioners() {
