@@ -56,6 +56,17 @@ pub struct Blocked {
     pub transient: bool,
 }
 
+impl Blocked {
+    /// A node that must go (expired, drifted) but whose pods would have nowhere to run.
+    pub fn cannot_replace(node: &str, why: &str) -> Blocked {
+        Blocked {
+            node: node.to_string(),
+            reason: format!("no replacement can be launched: {why}"),
+            transient: false,
+        }
+    }
+}
+
 /// Why one node may not be disrupted now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocker {

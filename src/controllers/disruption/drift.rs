@@ -15,7 +15,7 @@ use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::labels;
 use nodewright_scheduling::requirements::normalize_labels;
 
-use super::candidates::Candidate;
+use super::candidates::{Blocked, Candidate};
 use super::command::{Command, Reason};
 use super::simulate;
 use crate::cloudprovider::{MachineId, NodeTemplate};
@@ -79,14 +79,18 @@ pub fn drifted(state: &ClusterState, cloud: &CloudDrift) -> BTreeMap<String, Str
 }
 
 /// The first drifted candidate that can be replaced, with its command; `reasons` by node.
+/// Those before it that cannot be replaced are added to `unreplaceable`.
 pub fn drift(
     base: &mut ScheduleInput,
     candidates: &[Candidate],
     reasons: &BTreeMap<String, String>,
+    unreplaceable: &mut Vec<Blocked>,
 ) -> Option<Command> {
     candidates.iter().find_map(|candidate| {
         let why = reasons.get(&candidate.node)?;
-        simulate::replace_or_delete(base, candidate, Reason::Drift, why.clone()).ok()
+        simulate::replace_or_delete(base, candidate, Reason::Drift, why.clone())
+            .map_err(|why| unreplaceable.push(Blocked::cannot_replace(&candidate.node, &why)))
+            .ok()
     })
 }
 

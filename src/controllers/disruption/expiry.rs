@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::labels;
 
-use super::candidates::Candidate;
+use super::candidates::{Blocked, Candidate};
 use super::command::{Command, Reason};
 use super::simulate;
 use crate::state::{ClusterState, NodeEntry};
@@ -45,16 +45,20 @@ pub fn is_expired(state: &ClusterState, node: &NodeEntry, now: SystemTime) -> bo
 }
 
 /// The first expired candidate (oldest first) that can be replaced, with its command;
-/// `expired` pairs each candidate with its TTL.
+/// `expired` pairs each candidate with its TTL. The older ones that cannot be replaced are
+/// added to `unreplaceable`, so their owners learn why they stay.
 pub fn expire(
     base: &mut ScheduleInput,
     expired: &mut [(Candidate, Duration)],
     now: SystemTime,
+    unreplaceable: &mut Vec<Blocked>,
 ) -> Option<Command> {
     expired.sort_by(|(a, _), (b, _)| a.created.cmp(&b.created).then_with(|| a.node.cmp(&b.node)));
-    expired
-        .iter()
-        .find_map(|(candidate, ttl)| evaluate(base, candidate, *ttl, now).ok())
+    expired.iter().find_map(|(candidate, ttl)| {
+        evaluate(base, candidate, *ttl, now)
+            .map_err(|why| unreplaceable.push(Blocked::cannot_replace(&candidate.node, &why)))
+            .ok()
+    })
 }
 
 /// Replace-or-delete for one node past `ttl`; why not when its pods could go nowhere.

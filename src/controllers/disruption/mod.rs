@@ -204,12 +204,18 @@ impl Snapshot {
         let Some(base) = self.base.as_mut() else {
             return pass;
         };
-        pass.command = expiry::expire(base, &mut self.expired, self.now)
-            .or_else(|| drift::drift(base, &self.drifted, &self.drift_reasons))
+        let mut unexpirable = Vec::new();
+        let mut undriftable = Vec::new();
+        pass.command = expiry::expire(base, &mut self.expired, self.now, &mut unexpirable)
+            .or_else(|| drift::drift(base, &self.drifted, &self.drift_reasons, &mut undriftable))
             .or_else(|| {
                 consolidation::order(&mut self.consolidatable);
                 consolidation::consolidate(base, &self.consolidatable, &self.consolidation)
             });
+        pass.blocked.extend(
+            (unexpirable.into_iter().map(|b| (Reason::Expiration, b)))
+                .chain(undriftable.into_iter().map(|b| (Reason::Drift, b))),
+        );
         pass
     }
 }

@@ -44,6 +44,34 @@ fn an_expired_node_whose_pods_fit_elsewhere_is_just_deleted() {
 }
 
 #[test]
+fn an_expired_node_that_cannot_be_replaced_stays_and_says_why() {
+    let mut cluster = Cluster::new();
+    // The limit is spent on the old node itself: no replacement may launch.
+    cluster.provisioner(json!({
+        "ttlSecondsUntilExpired": 1800,
+        "limits": {"resources": {"cpu": "4"}},
+    }));
+    cluster
+        .node("old", "m5.xlarge", "on-demand")
+        .pod("a", "old", "3");
+    let pass = cluster.decide();
+    assert!(pass.command.is_none(), "{:?}", pass.command);
+    let (reason, blocked) = pass
+        .blocked
+        .iter()
+        .find(|(_, b)| b.node == "old")
+        .expect("the expired node is reported");
+    assert_eq!(*reason, Reason::Expiration);
+    assert!(!blocked.transient, "worth an Event");
+    assert!(
+        blocked.reason.contains("no replacement can be launched")
+            && blocked.reason.contains("default/a"),
+        "{}",
+        blocked.reason
+    );
+}
+
+#[test]
 fn drift_is_a_changed_provisioner_hash_or_a_label_no_longer_allowed() {
     let mut cluster = Cluster::new();
     cluster.provisioner(json!({"labels": {"team": "a"}}));
