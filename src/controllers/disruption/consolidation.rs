@@ -16,8 +16,14 @@
 //!
 //! Before the scheduling core runs for a set, [`Room`] rules out sets whose pods cannot fit
 //! even ignoring every constraint, so a packed cluster costs one cheap check per node.
+//!
+//! Each search has a time budget, Karpenter's: the multi-node search keeps the best it found
+//! when its minute is up, the single-node search stops after three. A pass over 1,000 nodes
+//! takes about a tenth of a second, so only a pathological cluster meets them; the loop must
+//! still come back to emptiness, expiry and drift.
 
 use std::cmp::Ordering;
+use std::time::{Duration, Instant};
 
 use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::instance_type::CapacityType;
@@ -38,6 +44,11 @@ pub const MAX_MULTI_NODE: usize = 100;
 /// A spot node is replaced only when at least this many cheaper spot types are on offer.
 pub const MIN_SPOT_TO_SPOT_TYPES: usize = 15;
 
+/// Real time the multi-node search may take (Karpenter's bound).
+pub const MULTI_NODE_BUDGET: Duration = Duration::from_secs(60);
+/// Real time the single-node search may take (Karpenter's bound).
+pub const SINGLE_NODE_BUDGET: Duration = Duration::from_secs(180);
+
 /// The knobs consolidation reads from the settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConsolidationSettings {
@@ -45,6 +56,20 @@ pub struct ConsolidationSettings {
     pub min_saving_fraction: f64,
     /// The SpotToSpotConsolidation feature gate.
     pub spot_to_spot: bool,
+    /// How long each search may run: [`MULTI_NODE_BUDGET`], [`SINGLE_NODE_BUDGET`].
+    pub multi_node_budget: Duration,
+    pub single_node_budget: Duration,
+}
+
+impl ConsolidationSettings {
+    pub fn new(min_saving_fraction: f64, spot_to_spot: bool) -> ConsolidationSettings {
+        ConsolidationSettings {
+            min_saving_fraction,
+            spot_to_spot,
+            multi_node_budget: MULTI_NODE_BUDGET,
+            single_node_budget: SINGLE_NODE_BUDGET,
+        }
+    }
 }
 
 /// Candidates by savings per disrupted pod, highest first; ties by node name.
@@ -68,10 +93,22 @@ pub fn consolidate(
     if let Some(command) = multi_node(base, &room, candidates, settings) {
         return Some(command);
     }
-    candidates
-        .iter()
-        .filter(|candidate| room.may_consolidate(&[candidate], settings))
-        .find_map(|candidate| evaluate(base, &[candidate], settings).ok())
+    let started = Instant::now();
+    for (tried, candidate) in candidates.iter().enumerate() {
+        if started.elapsed() >= settings.single_node_budget {
+            tracing::info!(
+                "Abandoning single-node consolidation after {tried} of {} nodes: out of time",
+                candidates.len()
+            );
+            return None;
+        }
+        if room.may_consolidate(&[candidate], settings)
+            && let Ok(command) = evaluate(base, &[candidate], settings)
+        {
+            return Some(command);
+        }
+    }
+    None
 }
 
 /// The longest prefix of two or more candidates that one action removes.
@@ -87,7 +124,14 @@ fn multi_node(
     }
     let (mut low, mut high) = (2, most);
     let mut best = None;
+    let started = Instant::now();
     while low <= high {
+        if started.elapsed() >= settings.multi_node_budget {
+            tracing::info!(
+                "Stopping multi-node consolidation: out of time, keeping the best set found"
+            );
+            break;
+        }
         let mid = (low + high) / 2;
         let prefix: Vec<&Candidate> = candidates[..mid].iter().collect();
         let decided = if room.may_consolidate(&prefix, settings) {

@@ -92,10 +92,10 @@ fn consolidation_enabled(state: &ClusterState, node: &NodeEntry) -> bool {
 }
 
 fn consolidation_settings(settings: &Settings) -> ConsolidationSettings {
-    ConsolidationSettings {
-        min_saving_fraction: settings.consolidation_min_saving_fraction,
-        spot_to_spot: settings.feature_gates.spot_to_spot_consolidation,
-    }
+    ConsolidationSettings::new(
+        settings.consolidation_min_saving_fraction,
+        settings.feature_gates.spot_to_spot_consolidation,
+    )
 }
 
 /// The candidates and blocked nodes for `reason`.

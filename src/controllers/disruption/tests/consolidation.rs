@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::controllers::disruption::consolidation::{
-    ConsolidationSettings, MIN_SPOT_TO_SPOT_TYPES, order,
+    ConsolidationSettings, MIN_SPOT_TO_SPOT_TYPES, consolidate, order,
 };
 use crate::controllers::disruption::partition;
 use crate::controllers::disruption::room::Room;
@@ -165,10 +165,7 @@ fn crumbs_of_room_on_packed_nodes_never_add_up_to_a_node() {
     let types = cluster.catalog();
     let base = cluster.state.schedule_input(&types, &cluster.settings);
     let room = Room::new(&base);
-    let settings = ConsolidationSettings {
-        min_saving_fraction: 0.1,
-        spot_to_spot: false,
-    };
+    let settings = ConsolidationSettings::new(0.1, false);
     assert_eq!(found.len(), 13);
     for candidate in &found {
         assert!(
@@ -190,4 +187,35 @@ fn crumbs_of_room_on_packed_nodes_never_add_up_to_a_node() {
     let emptiest = found.iter().find(|c| c.node == "n00").expect("n00");
     assert!(room.may_consolidate(&[emptiest], &settings));
     assert_eq!(cluster.command().node_names(), ["n00"]);
+}
+
+#[test]
+fn a_search_out_of_time_decides_nothing_rather_than_hold_the_loop() {
+    let mut cluster = Cluster::new();
+    cluster
+        .node("one", "m5.2xlarge", "on-demand")
+        .pod("a", "one", "1")
+        .node("two", "m5.2xlarge", "on-demand")
+        .pod("b", "two", "1");
+    let mut found =
+        cluster.with_inputs(|inputs| partition(&cluster.state, Reason::Consolidation, inputs).0);
+    order(&mut found);
+    let mut base = cluster
+        .state
+        .schedule_input(&cluster.catalog(), &cluster.settings);
+    let in_time = ConsolidationSettings::new(0.1, false);
+    assert!(consolidate(&mut base, &found, &in_time).is_some());
+    let no_time = ConsolidationSettings {
+        multi_node_budget: Duration::ZERO,
+        single_node_budget: Duration::ZERO,
+        ..in_time
+    };
+    assert_eq!(consolidate(&mut base, &found, &no_time), None);
+    // With time for single nodes only, one node at a time is still found.
+    let single_only = ConsolidationSettings {
+        multi_node_budget: Duration::ZERO,
+        ..in_time
+    };
+    let command = consolidate(&mut base, &found, &single_only).expect("a single-node action");
+    assert_eq!(command.node_names().len(), 1, "{}", command.describe());
 }
