@@ -26,7 +26,9 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
         metadata.namespace.as_deref().unwrap_or("default"),
         metadata.name.as_deref().unwrap_or_default()
     );
-    let spec = pod.spec.clone().unwrap_or_default();
+    // Borrowed: a pod's containers (env, command, mounts) are never copied on the way in.
+    let no_spec = k8s::PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let err = |field: &str, message: String| ConvertError::new(&object, field, message);
     let affinity = spec.affinity.clone().unwrap_or_default();
     let node_affinity = affinity.node_affinity.unwrap_or_default();
@@ -51,7 +53,7 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
         uid: metadata.uid.clone().unwrap_or_default(),
         owner: controller_of(metadata),
         labels: std::sync::Arc::new(metadata.labels.clone().unwrap_or_default()),
-        requests: effective_requests(&spec).map_err(|m| err("spec.containers", m))?,
+        requests: effective_requests(spec).map_err(|m| err("spec.containers", m))?,
         placement: std::sync::Arc::new(PodPlacement {
             node_selector: spec.node_selector.clone().unwrap_or_default(),
             required_node_affinity: node_affinity
@@ -82,7 +84,7 @@ pub fn pod(pod: &k8s::Pod) -> Result<nodewright_scheduling::pod::Pod, ConvertErr
                 .map_err(|m| err("spec.affinity.nodeAffinity", m))?,
             tolerations: tolerations(spec.tolerations.as_deref().unwrap_or(&[]))
                 .map_err(|m| err("spec.tolerations", m))?,
-            host_ports: host_ports(&spec),
+            host_ports: host_ports(spec),
             topology_spread: spec
                 .topology_spread_constraints
                 .as_deref()
