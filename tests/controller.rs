@@ -82,20 +82,23 @@ async fn four_one_cpu_pods_get_one_spot_node_and_run() {
         cost < 1.0,
         "a few 1-cpu pods cost cents per hour, not {cost}"
     );
-    sim.eventually("the pods state metric counts the four pods running on spot", || async {
-        let text = controller.metrics.encode().expect("metrics encode");
-        let running_on_spot: f64 = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("karpenter_pods_state{")
-                    && l.contains("phase=\"Running\"")
-                    && l.contains("capacity_type=\"spot\"")
-                    && l.contains("provisioner=\"default\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        (running_on_spot == 4.0).then_some(())
-    })
+    sim.eventually(
+        "the pods state metric counts the four pods running on spot",
+        || async {
+            let text = controller.metrics.encode().expect("metrics encode");
+            let running_on_spot: f64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("karpenter_pods_state{")
+                        && l.contains("phase=\"Running\"")
+                        && l.contains("capacity_type=\"spot\"")
+                        && l.contains("provisioner=\"default\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (running_on_spot == 4.0).then_some(())
+        },
+    )
     .await;
     let text = controller.metrics.encode().expect("metrics encode");
     assert_eq!(
