@@ -29,7 +29,7 @@ use crate::render::{NAMESPACE, render};
 
 const CONTROLLER_AGENT: &str = "nodewright-controller-under-rbac-test";
 /// A safety net for waits on observable conditions; never a synchronisation device.
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(300);
 const SPEED: f64 = 40.0;
 
 fn data_dir() -> PathBuf {

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
 /// A safety net for waits on observable conditions; never a synchronisation device.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_secs(300);
 /// Simulated seconds per real second: a 30 s boot takes 0.75 s.
 pub const SPEED: f64 = 40.0;
 
