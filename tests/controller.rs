@@ -622,7 +622,8 @@ fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
-    let sim = Sim::start().await;
+    // No kubelet yet: the instance boots for as long as the test looks.
+    let mut sim = Sim::without_kubelets().await;
     let controller = sim.controller_with_settings(bind_pods());
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
@@ -652,6 +653,8 @@ async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
             .any(|t| t.key == labels::TAINT_NOT_READY),
         "tainted not-ready until the kubelet takes over"
     );
+    // The instance finishes booting: its kubelet adopts the node the pods were bound to.
+    sim.start_kubelets();
     let running = sim.running_pods(4).await;
     assert!(
         running
@@ -677,7 +680,7 @@ async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_bound_early_to_a_node_that_never_comes_are_recreated_elsewhere() {
-    let sim = Sim::start().await;
+    let mut sim = Sim::without_kubelets().await;
     let controller = sim.controller_with_settings(bind_pods());
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
@@ -689,10 +692,11 @@ async fn pods_bound_early_to_a_node_that_never_comes_are_recreated_elsewhere() {
                 .then(|| node_of(&pods[0]).unwrap_or_default())
         })
         .await;
-    // The instance dies before its kubelet ever starts.
+    // The instance dies before its kubelet ever starts; the replacement's will.
     for instance in sim.instances().await {
         sim.cloud.reclaim(&instance.instance_id);
     }
+    sim.start_kubelets();
     sim.eventually("both pods run on another node", || async {
         let pods = sim.pods().await;
         let elsewhere = pods

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-/// A safety net for waits on observable conditions; never a synchronisation device.
+/// A safety net for waits on observable conditions; never a synchronisation device. It only
+/// bounds how long a failure takes to show, so it is generous: a loaded CI machine is slow.
 pub const PATIENCE: Duration = Duration::from_secs(300);
 /// Simulated seconds per real second: a 30 s boot takes 0.75 s.
 pub const SPEED: f64 = 40.0;
@@ -92,6 +93,14 @@ pub fn settings() -> Settings {
 
 impl Sim {
     pub async fn start() -> Sim {
+        let mut sim = Sim::without_kubelets().await;
+        sim.start_kubelets();
+        sim
+    }
+
+    /// The cluster with no kubelet running yet: instances launch but no node registers until
+    /// [`Sim::start_kubelets`], so a test can look at what happens before a node comes up.
+    pub async fn without_kubelets() -> Sim {
         if let Ok(filter) = std::env::var("NODEWRIGHT_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -117,28 +126,12 @@ impl Sim {
                 .expect("the embedded catalog loads"),
         );
         let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
         let tasks = vec![
             tokio::spawn(deployments::run(
                 client.clone(),
                 until_stopped(stopped.clone()),
             )),
-            tokio::spawn(scheduler::run(
-                client.clone(),
-                until_stopped(stopped.clone()),
-            )),
-            tokio::spawn(kubelet::run(
-                client.clone(),
-                cloud.clone() as Arc<dyn CloudProvider>,
-                clock.clone(),
-                KubeletSettings {
-                    poll_interval: Duration::from_millis(50),
-                    ..KubeletSettings::default()
-                },
-                until_stopped(stopped),
-            )),
+            tokio::spawn(scheduler::run(client.clone(), until_stopped(stopped))),
         ];
         Sim {
             _server: server,
@@ -148,6 +141,20 @@ impl Sim {
             stop,
             tasks,
         }
+    }
+
+    /// Starts the simulated kubelets: booted instances register as nodes and run their pods.
+    pub fn start_kubelets(&mut self) {
+        self.tasks.push(tokio::spawn(kubelet::run(
+            self.client.clone(),
+            self.cloud.clone() as Arc<dyn CloudProvider>,
+            self.clock.clone(),
+            KubeletSettings {
+                poll_interval: Duration::from_millis(50),
+                ..KubeletSettings::default()
+            },
+            until_stopped(self.stop.subscribe()),
+        )));
     }
 
     /// Starts a controller that leads while `leader` says so.
@@ -343,6 +350,11 @@ impl Sim {
             let _ = timeout(PATIENCE, task).await;
         }
     }
+}
+
+/// Completes once `stopped` turns true (or its sender is gone).
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 pub fn phase(pod: &Pod) -> String {
