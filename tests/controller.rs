@@ -15,10 +15,12 @@ use crate::support::{Sim, label, node_of, provisioner};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_one_cpu_pods_get_one_spot_node_and_run() {
     let sim = Sim::start().await;
-    let controller = sim.controller();
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_pods("inflate", 4, "1", json!({})).await;
+    // One burst, one batch: the controller starts once all four wait.
+    sim.unschedulable_pods(4).await;
+    let controller = sim.controller();
 
     let running = sim.running_pods(4).await;
     let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
@@ -238,8 +240,9 @@ async fn a_controller_that_crashes_around_a_launch_never_buys_twice() {
         .await;
     // The first controller records the machine, but every launch of it fails ...
     sim.cloud.fail_next(FakeCall::Create, "InternalError", 1000);
-    let first = sim.controller();
     sim.add_pods("inflate", 2, "1", json!({})).await;
+    sim.unschedulable_pods(2).await;
+    let first = sim.controller();
     let machine = sim
         .eventually("the first controller records a machine", || async {
             sim.machines().await.into_iter().next()
@@ -289,10 +292,11 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
     use kube::api::{Api, DeleteParams};
 
     let sim = Sim::start().await;
-    let controller = sim.controller();
     sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
         .await;
     sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    let controller = sim.controller();
     sim.running_pods(4).await;
     let node = sim
         .eventually("the node is initialized", || async {
@@ -415,10 +419,11 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
     use kube::api::{Api, DeleteParams};
 
     let sim = Sim::start().await;
-    let controller = sim.controller();
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", 2, "1").await;
+    sim.unschedulable_pods(2).await;
+    let controller = sim.controller();
     let running = sim.running_pods(2).await;
     let old_node = node_of(&running[0]).expect("bound");
     sim.add_pdb("web", 1).await;
@@ -538,10 +543,11 @@ async fn a_controller_killed_mid_drain_resumes_it_and_the_finalizer_holds_the_no
     use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
     let sim = Sim::start().await;
-    let first = sim.controller();
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", 2, "1").await;
+    sim.unschedulable_pods(2).await;
+    let first = sim.controller();
     let running = sim.running_pods(2).await;
     let old_node = node_of(&running[0]).expect("bound");
     let old_instance = sim.instances().await[0].instance_id.clone();
@@ -624,10 +630,11 @@ fn is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
 async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
     // No kubelet yet: the instance boots for as long as the test looks.
     let mut sim = Sim::without_kubelets().await;
-    let controller = sim.controller_with_settings(bind_pods());
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("inflate", 4, "1").await;
+    sim.unschedulable_pods(4).await;
+    let controller = sim.controller_with_settings(bind_pods());
     let node = sim
         .eventually("the four pods are bound early", || async {
             let pods = sim.pods().await;
@@ -681,10 +688,11 @@ async fn with_bind_pods_the_pods_are_bound_to_their_node_before_it_is_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_bound_early_to_a_node_that_never_comes_are_recreated_elsewhere() {
     let mut sim = Sim::without_kubelets().await;
-    let controller = sim.controller_with_settings(bind_pods());
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", 2, "1").await;
+    sim.unschedulable_pods(2).await;
+    let controller = sim.controller_with_settings(bind_pods());
     let doomed = sim
         .eventually("the pods are bound early", || async {
             let pods = sim.pods().await;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use nodewright::cloudprovider::Clock;
-use nodewright::cloudprovider::aws::sqs::InMemoryQueue;
+use nodewright::cloudprovider::aws::sqs::{InMemoryQueue, Queue};
 use nodewright_scheduling::labels;
 use serde_json::json;
 
@@ -46,18 +46,26 @@ fn running_elsewhere(pods: &[Pod], old: &str) -> usize {
         .count()
 }
 
-/// One spot node running `replicas` pods of the `web` deployment; returns the node.
-async fn one_node_running_web(sim: &Sim, replicas: i32) -> Node {
+/// One spot node running `replicas` pods of the `web` deployment, and a controller reading
+/// `queue` started once they all wait (so they are one batch); returns both.
+async fn one_node_running_web(
+    sim: &Sim,
+    replicas: i32,
+    queue: Arc<dyn Queue>,
+) -> (InterruptionController, Node) {
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", replicas, "1").await;
+    sim.unschedulable_pods(replicas as usize).await;
+    let controller = InterruptionController::start(sim, queue);
     let running = sim.running_pods(replicas as usize).await;
     let name = node_of(&running[0]).expect("bound");
     assert!(
         running.iter().all(|p| node_of(p).as_deref() == Some(&name)),
         "the pods share one node"
     );
-    node_named(sim, &name).await.expect("the node exists")
+    let node = node_named(sim, &name).await.expect("the node exists");
+    (controller, node)
 }
 
 async fn reasons_about(sim: &Sim, name: &str) -> Vec<String> {
@@ -72,8 +80,7 @@ async fn reasons_about(sim: &Sim, name: &str) -> Vec<String> {
 async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_it() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("spot").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let node = one_node_running_web(&sim, 3).await;
+    let (controller, node) = one_node_running_web(&sim, 3, queue.sdk_queue(false)).await;
     // Two of three must stay up: the drain can only finish once pods run elsewhere.
     sim.add_pdb("web", 2).await;
     let old = node.metadata.name.clone().expect("named");
@@ -168,8 +175,7 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
 async fn state_changes_and_scheduled_changes_drain_the_node() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("state").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let mut node = one_node_running_web(&sim, 1).await;
+    let (controller, mut node) = one_node_running_web(&sim, 1, queue.sdk_queue(false)).await;
     let kinds = [
         ("stopping", "InstanceStopping"),
         ("stopped", "InstanceStopping"),
@@ -247,8 +253,7 @@ async fn state_changes_and_scheduled_changes_drain_the_node() {
 async fn a_rebalance_recommendation_only_records_an_event() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("rebalance").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.sdk_queue(false)).await;
     let name = node.metadata.name.clone().expect("named");
     queue
         .send(&rebalance_recommendation(
@@ -290,8 +295,7 @@ async fn unknown_instances_and_malformed_bodies_are_deleted_and_counted() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("malformed").await;
     // Addressed by name, as Karpenter's interruptionQueue setting is: the URL is looked up.
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(true));
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.sdk_queue(true)).await;
     let name = node.metadata.name.clone().expect("named");
     let now = sim.clock.now();
     let bodies = [
@@ -346,8 +350,7 @@ async fn the_loop_keeps_reading_after_the_queue_fails() {
     let sim = Sim::start().await;
     let queue = Arc::new(InMemoryQueue::new());
     queue.fail_next_receives(3);
-    let controller = InterruptionController::start(&sim, queue.clone());
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.clone()).await;
     let name = node.metadata.name.clone().expect("named");
     let id = queue.send(Some(rebalance_recommendation(
         &instance_of(&node),

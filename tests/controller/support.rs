@@ -339,6 +339,23 @@ impl Sim {
         .await
     }
 
+    /// Waits until `count` pods are marked unschedulable by the kube-scheduler. A controller
+    /// started after this finds them all in its first batch: a burst stays one batch however
+    /// slowly a loaded machine creates it (the batch window is simulated time, the API calls
+    /// take real time).
+    pub async fn unschedulable_pods(&self, count: usize) {
+        self.eventually(&format!("{count} pods unschedulable"), || async {
+            let waiting = self
+                .pods()
+                .await
+                .iter()
+                .filter(|p| is_unschedulable(p))
+                .count();
+            (waiting >= count).then_some(())
+        })
+        .await
+    }
+
     /// Lets `simulated` time pass.
     pub async fn wait(&self, simulated: Duration) {
         sleep(simulated.div_f64(SPEED)).await;
@@ -362,6 +379,20 @@ pub fn phase(pod: &Pod) -> String {
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_default()
+}
+
+/// Whether the kube-scheduler gave up on `pod` (PodScheduled False, Unschedulable).
+pub fn is_unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
 }
 
 pub fn node_of(pod: &Pod) -> Option<String> {
