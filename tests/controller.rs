@@ -155,15 +155,18 @@ async fn limits_hold_across_batches_and_the_pods_left_over_are_told_why() {
         .filter(|p| node_of(p).is_none())
         .count();
     assert!(pending > 0, "pods beyond the limit stay pending");
-    let provisioner: nodewright::apis::Provisioner = kube::Api::all(sim.client.clone())
-        .get("small")
-        .await
-        .expect("provisioner");
-    let status = provisioner.status.unwrap_or_default();
-    assert!(
-        status.resources.contains_key("cpu"),
-        "status.resources counts cpu: {status:?}"
-    );
+    // The counter loop writes the provisioner's status on its own schedule.
+    sim.eventually("status.resources counts cpu", || async {
+        let provisioner: nodewright::apis::Provisioner = kube::Api::all(sim.client.clone())
+            .get("small")
+            .await
+            .expect("provisioner");
+        provisioner
+            .status
+            .is_some_and(|s| s.resources.contains_key("cpu"))
+            .then_some(())
+    })
+    .await;
     controller.stop().await;
     sim.stop().await;
 }
@@ -342,15 +345,14 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
         sim.machines().await.is_empty().then_some(())
     })
     .await;
-    let text = controller.metrics.encode().expect("metrics encode");
-    assert_eq!(
-        support::metric_value(
-            &text,
+    let terminated = sim
+        .metric(
+            &controller.metrics,
             "karpenter_nodes_terminated_total",
-            "reason=\"emptiness\""
-        ),
-        Some(1.0)
-    );
+            "reason=\"emptiness\"",
+        )
+        .await;
+    assert_eq!(terminated, 1.0);
     controller.stop().await;
     sim.stop().await;
 }
@@ -523,15 +525,14 @@ async fn an_instance_launched_behind_the_controllers_back_is_collected() {
         (!live.iter().any(|i| i.instance_id == leaked.instance_id)).then_some(())
     })
     .await;
-    let text = controller.metrics.encode().expect("metrics");
-    assert_eq!(
-        support::metric_value(
-            &text,
+    let collected = sim
+        .metric(
+            &controller.metrics,
             "karpenter_machines_terminated_total",
-            "reason=\"garbage_collection\""
-        ),
-        Some(1.0)
-    );
+            "reason=\"garbage_collection\"",
+        )
+        .await;
+    assert_eq!(collected, 1.0);
     controller.stop().await;
     sim.stop().await;
 }

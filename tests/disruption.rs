@@ -108,14 +108,6 @@ fn cost_per_hour(controller: &Controller) -> Option<f64> {
     )
 }
 
-fn metric(controller: &Controller, name: &str, labels: &str) -> Option<f64> {
-    metric_value(
-        &controller.metrics.encode().expect("metrics encode"),
-        name,
-        labels,
-    )
-}
-
 /// The value of a metric without labels.
 fn unlabeled(controller: &Controller, name: &str) -> Option<f64> {
     let text = controller.metrics.encode().expect("metrics encode");
@@ -209,28 +201,31 @@ async fn an_oversized_node_is_replaced_with_a_cheaper_type_when_load_shrinks() {
         cost_after < cost_before * 0.9,
         "{cost_after} vs {cost_before}"
     );
-    assert_eq!(
-        metric(
-            &controller,
+    let replaced = sim
+        .metric(
+            &controller.metrics,
             "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"consolidation\""
-        ),
-        Some(1.0)
-    );
-    let saved = unlabeled(&controller, "nodewright_consolidation_savings_per_hour")
-        .expect("the savings gauge");
+            "action=\"replace\",deprovisioner=\"consolidation\"",
+        )
+        .await;
+    assert_eq!(replaced, 1.0);
+    let saved = sim
+        .eventually("the savings gauge", || async {
+            unlabeled(&controller, "nodewright_consolidation_savings_per_hour")
+        })
+        .await;
     assert!(
         (saved - (cost_before - cost_after)).abs() < 1e-6,
         "saved {saved} of {cost_before} → {cost_after}"
     );
-    assert_eq!(
-        metric(
-            &controller,
+    let terminated = sim
+        .metric(
+            &controller.metrics,
             "karpenter_nodes_terminated_total",
-            "reason=\"consolidation\""
-        ),
-        Some(1.0)
-    );
+            "reason=\"consolidation\"",
+        )
+        .await;
+    assert_eq!(terminated, 1.0);
 
     // Settled: the cheaper node stays (no churn back and forth).
     let machines: BTreeSet<String> = sim.machines().await.iter().map(|m| m.name_any()).collect();
@@ -279,6 +274,16 @@ async fn two_nodes_left_half_empty_become_one() {
     .await;
     controller.stop().await;
     sim.stop().await;
+}
+
+/// The DeprovisioningTerminating Events on `node`, once there are any (a background task
+/// writes Events after the action they describe).
+async fn terminating_events(sim: &Sim, node: &str) -> Vec<String> {
+    sim.eventually("the node says why it goes", || async {
+        let events = node_events(sim, node, "DeprovisioningTerminating").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await
 }
 
 /// Shrinks a one-node deployment to one pod and waits for the blocked Event on its node.
@@ -409,15 +414,15 @@ async fn an_expired_node_is_replaced_without_losing_a_pod() {
         fewest.load(Ordering::SeqCst) >= 1,
         "a web pod ran throughout"
     );
-    assert_eq!(
-        metric(
-            &controller,
+    let replaced = sim
+        .metric(
+            &controller.metrics,
             "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"expiration\""
-        ),
-        Some(1.0)
-    );
-    let events = node_events(&sim, &old, "DeprovisioningTerminating").await;
+            "action=\"replace\",deprovisioner=\"expiration\"",
+        )
+        .await;
+    assert_eq!(replaced, 1.0);
+    let events = terminating_events(&sim, &old).await;
     assert!(
         events
             .iter()
@@ -457,14 +462,14 @@ async fn a_node_drifts_when_its_provisioner_labels_change() {
         Some("b"),
         "the replacement has the new labels"
     );
-    assert_eq!(
-        metric(
-            &controller,
+    let replaced = sim
+        .metric(
+            &controller.metrics,
             "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"drift\""
-        ),
-        Some(1.0)
-    );
+            "action=\"replace\",deprovisioner=\"drift\"",
+        )
+        .await;
+    assert_eq!(replaced, 1.0);
     controller.stop().await;
     sim.stop().await;
 }
@@ -496,7 +501,7 @@ async fn a_node_drifts_when_its_ami_changes() {
         .expect("a node");
     let new = replaced(&sim, &old).await;
     assert_ne!(new, old);
-    let events = node_events(&sim, &old, "DeprovisioningTerminating").await;
+    let events = terminating_events(&sim, &old).await;
     assert!(
         events
             .iter()

@@ -76,6 +76,28 @@ async fn reasons_about(sim: &Sim, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits for an Event with `reason` on `name`: Events are written by a background task, after
+/// the action they describe.
+async fn event_about(sim: &Sim, name: &str, reason: &str) {
+    sim.eventually(&format!("a {reason} Event on {name}"), || async {
+        reasons_about(sim, name)
+            .await
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+    })
+    .await
+}
+
+/// The value of `series` once it is counted: the loop counts after the change a test waits for
+/// (a message is deleted after its node is; a node is counted after it is released).
+async fn counted(sim: &Sim, controller: &InterruptionController, series: &str) -> f64 {
+    sim.eventually(&format!("{series} is counted"), || async {
+        Some(controller.sample(series)).filter(|v| *v > 0.0)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_it() {
     let sim = Sim::start().await;
@@ -133,12 +155,8 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
             "the replacement avoids the interrupted spot offering"
         );
     }
-    let reasons = reasons_about(&sim, &old).await;
     for reason in ["SpotInterrupted", "TerminatingOnInterruption"] {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{reason} in {reasons:?}"
-        );
+        event_about(&sim, &old, reason).await;
     }
     assert_eq!(
         controller.sample(
@@ -152,7 +170,7 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
         1.0
     );
     assert_eq!(
-        controller.sample("karpenter_interruption_deleted_messages"),
+        counted(&sim, &controller, "karpenter_interruption_deleted_messages").await,
         1.0
     );
     assert_eq!(
@@ -160,13 +178,19 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
         1.0
     );
     assert_eq!(
-        controller.sample(
+        counted(
+            &sim,
+            &controller,
             r#"karpenter_nodes_terminated_total{provisioner="default",reason="interruption"}"#
-        ),
+        )
+        .await,
         1.0
     );
     assert_eq!(controller.sample("karpenter_pods_evicted_total"), 3.0);
-    assert_eq!(queue.left().await, 0, "the message is deleted");
+    sim.eventually("the message is deleted", || async {
+        (queue.left().await == 0).then_some(())
+    })
+    .await;
     controller.stop().await;
     sim.stop().await;
 }
@@ -207,11 +231,7 @@ async fn state_changes_and_scheduled_changes_drain_the_node() {
                 },
             )
             .await;
-        let reasons = reasons_about(&sim, &old).await;
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{kind}: {reason} in {reasons:?}"
-        );
+        event_about(&sim, &old, reason).await;
         assert!(
             sim.instances()
                 .await

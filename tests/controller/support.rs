@@ -339,6 +339,16 @@ impl Sim {
         .await
     }
 
+    /// Waits until `metrics` has a `name{...}` series whose labels contain `label`; returns its
+    /// value. Loops count an action after the change a test waits for, so a counter read at
+    /// once can lag a moment behind on a loaded machine.
+    pub async fn metric(&self, metrics: &Metrics, name: &str, label: &str) -> f64 {
+        self.eventually(&format!("a {name} series with {label}"), || async {
+            metric_value(&metrics.encode().expect("metrics encode"), name, label)
+        })
+        .await
+    }
+
     /// Waits until `count` pods are marked unschedulable by the kube-scheduler. A controller
     /// started after this finds them all in its first batch: a burst stays one batch however
     /// slowly a loaded machine creates it (the batch window is simulated time, the API calls
