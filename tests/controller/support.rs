@@ -192,13 +192,13 @@ impl Sim {
         controller
     }
 
-    /// A replica that acts only while it holds the leader Lease (short timings, real time).
+    /// A replica that acts only while it holds the leader Lease (real time). The lease and
+    /// renew deadline are the production ones, so a replica starved for a second on a loaded
+    /// machine keeps leading; a short retry period makes a hand-over after a stop quick.
     pub fn replica(&self, identity: &str) -> Controller {
         let (stop_election, election_stopped) = watch::channel(false);
         let lease = LeaseSettings {
             identity: identity.to_string(),
-            lease_duration: Duration::from_secs(2),
-            renew_deadline: Duration::from_millis(1500),
             retry_period: Duration::from_millis(200),
             ..LeaseSettings::new("kube-system")
         };
