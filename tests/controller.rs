@@ -428,6 +428,13 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
     let controller = sim.controller();
     let running = sim.running_pods(2).await;
     let old_node = node_of(&running[0]).expect("bound");
+    let old_instance = sim
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(old_node.as_str()))
+        .and_then(|n| n.spec?.provider_id)
+        .expect("the node has a provider id");
     sim.add_pdb("web", 1).await;
 
     // Watch the number of running web pods from now on.
@@ -495,8 +502,13 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
         fewest.load(Ordering::SeqCst) >= 1,
         "the PDB (minAvailable 1) was never broken"
     );
+    // One replacement usually, two when the drain's first eviction beat the replacement's
+    // batch (its pod then waits apart): either way the old instance is gone.
     assert!(
-        sim.instances().await.len() == 1,
+        !sim.instances()
+            .await
+            .iter()
+            .any(|i| i.provider_id == old_instance),
         "the old instance is terminated"
     );
     controller.stop().await;
