@@ -4,7 +4,8 @@
 moto knows neither the EKS-optimized (Amazon Linux 2), Bottlerocket nor Ubuntu EKS AMI
 parameters under /aws/service/, and refuses PutParameter under /aws/. This launcher registers
 one AMI per (family, Kubernetes version, architecture, accelerator variant) in moto's EC2
-backend and writes the matching public parameter straight into its SSM backend, then serves.
+backend and writes the matching public parameter straight into its SSM backend, makes SQS's
+DeleteMessage safe to call concurrently, then serves.
 
 Usage:
     python3 hack/moto_server.py [--port 0] [--regions us-east-1,us-west-2] [--exit-on-stdin-eof]
@@ -100,6 +101,21 @@ def seed(regions):
                 )
 
 
+def serialize_sqs_deletes():
+    """moto's DeleteMessage rebuilds a queue's message list without the lock SendMessage takes,
+    so two deletes at once (nodewright handles a received batch concurrently) can put a deleted
+    message back, in flight until its visibility timeout. Real SQS has no such race."""
+    from moto.sqs.models import Queue
+
+    delete = Queue.delete_message
+
+    def locked(self, receipt_handle):
+        with self._messages_lock:
+            return delete(self, receipt_handle)
+
+    Queue.delete_message = locked
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -119,6 +135,7 @@ def main():
 
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     seed(regions)
+    serialize_sqs_deletes()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()

@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn real_duration(&self, simulated: Duration) -> Duration {
         simulated
     }
+
+    /// How much time passes on this clock while `real` time passes (the inverse).
+    fn simulated_duration(&self, real: Duration) -> Duration {
+        real
+    }
 }
 
 /// Waits until `duration` has passed on `clock`.
@@ -109,6 +114,10 @@ impl Clock for ScaledClock {
     fn real_duration(&self, simulated: Duration) -> Duration {
         simulated.div_f64(self.speed)
     }
+
+    fn simulated_duration(&self, real: Duration) -> Duration {
+        real.mul_f64(self.speed)
+    }
 }
 
 /// Whether `since` lies at least `ttl` before `now` (a clock that went backwards never expires).
@@ -136,6 +145,10 @@ mod tests {
         assert_eq!(
             clock.real_duration(Duration::from_secs(30)),
             Duration::from_millis(500)
+        );
+        assert_eq!(
+            clock.simulated_duration(Duration::from_millis(500)),
+            Duration::from_secs(30)
         );
         let before = clock.now();
         std::thread::sleep(Duration::from_millis(20));

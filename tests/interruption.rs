@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use nodewright::cloudprovider::Clock;
-use nodewright::cloudprovider::aws::sqs::InMemoryQueue;
+use nodewright::cloudprovider::aws::sqs::{InMemoryQueue, Queue};
 use nodewright_scheduling::labels;
 use serde_json::json;
 
@@ -46,18 +46,26 @@ fn running_elsewhere(pods: &[Pod], old: &str) -> usize {
         .count()
 }
 
-/// One spot node running `replicas` pods of the `web` deployment; returns the node.
-async fn one_node_running_web(sim: &Sim, replicas: i32) -> Node {
+/// One spot node running `replicas` pods of the `web` deployment, and a controller reading
+/// `queue` started once they all wait (so they are one batch); returns both.
+async fn one_node_running_web(
+    sim: &Sim,
+    replicas: i32,
+    queue: Arc<dyn Queue>,
+) -> (InterruptionController, Node) {
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", replicas, "1").await;
+    sim.unschedulable_pods(replicas as usize).await;
+    let controller = InterruptionController::start(sim, queue);
     let running = sim.running_pods(replicas as usize).await;
     let name = node_of(&running[0]).expect("bound");
     assert!(
         running.iter().all(|p| node_of(p).as_deref() == Some(&name)),
         "the pods share one node"
     );
-    node_named(sim, &name).await.expect("the node exists")
+    let node = node_named(sim, &name).await.expect("the node exists");
+    (controller, node)
 }
 
 async fn reasons_about(sim: &Sim, name: &str) -> Vec<String> {
@@ -68,12 +76,33 @@ async fn reasons_about(sim: &Sim, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits for an Event with `reason` on `name`: Events are written by a background task, after
+/// the action they describe.
+async fn event_about(sim: &Sim, name: &str, reason: &str) {
+    sim.eventually(&format!("a {reason} Event on {name}"), || async {
+        reasons_about(sim, name)
+            .await
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+    })
+    .await
+}
+
+/// The value of `series` once it is counted: the loop counts after the change a test waits for
+/// (a message is deleted after its node is; a node is counted after it is released).
+async fn counted(sim: &Sim, controller: &InterruptionController, series: &str) -> f64 {
+    sim.eventually(&format!("{series} is counted"), || async {
+        Some(controller.sample(series)).filter(|v| *v > 0.0)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_it() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("spot").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let node = one_node_running_web(&sim, 3).await;
+    let (controller, node) = one_node_running_web(&sim, 3, queue.sdk_queue(false)).await;
     // Two of three must stay up: the drain can only finish once pods run elsewhere.
     sim.add_pdb("web", 2).await;
     let old = node.metadata.name.clone().expect("named");
@@ -126,12 +155,8 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
             "the replacement avoids the interrupted spot offering"
         );
     }
-    let reasons = reasons_about(&sim, &old).await;
     for reason in ["SpotInterrupted", "TerminatingOnInterruption"] {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{reason} in {reasons:?}"
-        );
+        event_about(&sim, &old, reason).await;
     }
     assert_eq!(
         controller.sample(
@@ -145,7 +170,7 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
         1.0
     );
     assert_eq!(
-        controller.sample("karpenter_interruption_deleted_messages"),
+        counted(&sim, &controller, "karpenter_interruption_deleted_messages").await,
         1.0
     );
     assert_eq!(
@@ -153,13 +178,19 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
         1.0
     );
     assert_eq!(
-        controller.sample(
+        counted(
+            &sim,
+            &controller,
             r#"karpenter_nodes_terminated_total{provisioner="default",reason="interruption"}"#
-        ),
+        )
+        .await,
         1.0
     );
     assert_eq!(controller.sample("karpenter_pods_evicted_total"), 3.0);
-    assert_eq!(queue.left().await, 0, "the message is deleted");
+    sim.eventually("the message is deleted", || async {
+        (queue.left().await == 0).then_some(())
+    })
+    .await;
     controller.stop().await;
     sim.stop().await;
 }
@@ -168,8 +199,7 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
 async fn state_changes_and_scheduled_changes_drain_the_node() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("state").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let mut node = one_node_running_web(&sim, 1).await;
+    let (controller, mut node) = one_node_running_web(&sim, 1, queue.sdk_queue(false)).await;
     let kinds = [
         ("stopping", "InstanceStopping"),
         ("stopped", "InstanceStopping"),
@@ -201,11 +231,7 @@ async fn state_changes_and_scheduled_changes_drain_the_node() {
                 },
             )
             .await;
-        let reasons = reasons_about(&sim, &old).await;
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{kind}: {reason} in {reasons:?}"
-        );
+        event_about(&sim, &old, reason).await;
         assert!(
             sim.instances()
                 .await
@@ -247,8 +273,7 @@ async fn state_changes_and_scheduled_changes_drain_the_node() {
 async fn a_rebalance_recommendation_only_records_an_event() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("rebalance").await;
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(false));
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.sdk_queue(false)).await;
     let name = node.metadata.name.clone().expect("named");
     queue
         .send(&rebalance_recommendation(
@@ -290,8 +315,7 @@ async fn unknown_instances_and_malformed_bodies_are_deleted_and_counted() {
     let sim = Sim::start().await;
     let queue = MotoQueue::create("malformed").await;
     // Addressed by name, as Karpenter's interruptionQueue setting is: the URL is looked up.
-    let controller = InterruptionController::start(&sim, queue.sdk_queue(true));
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.sdk_queue(true)).await;
     let name = node.metadata.name.clone().expect("named");
     let now = sim.clock.now();
     let bodies = [
@@ -346,8 +370,7 @@ async fn the_loop_keeps_reading_after_the_queue_fails() {
     let sim = Sim::start().await;
     let queue = Arc::new(InMemoryQueue::new());
     queue.fail_next_receives(3);
-    let controller = InterruptionController::start(&sim, queue.clone());
-    let node = one_node_running_web(&sim, 1).await;
+    let (controller, node) = one_node_running_web(&sim, 1, queue.clone()).await;
     let name = node.metadata.name.clone().expect("named");
     let id = queue.send(Some(rebalance_recommendation(
         &instance_of(&node),

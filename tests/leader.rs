@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep, timeout};
 
 /// A safety net for waits on observable conditions; never a synchronisation device.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(120);
 
 async fn server() -> ApiServer {
     ApiServer::start(ApiServerConfig::default())

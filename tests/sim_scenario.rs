@@ -27,7 +27,7 @@ mod aws_support;
 mod aws;
 
 /// A safety net for a whole run; never a synchronisation device.
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(300);
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

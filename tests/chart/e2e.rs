@@ -29,7 +29,7 @@ use crate::render::{NAMESPACE, render};
 
 const CONTROLLER_AGENT: &str = "nodewright-controller-under-rbac-test";
 /// A safety net for waits on observable conditions; never a synchronisation device.
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(300);
 const SPEED: f64 = 40.0;
 
 fn data_dir() -> PathBuf {
@@ -133,14 +133,6 @@ impl Cluster {
             (self.pods().await.iter().filter(|p| is_running(p)).count() >= count).then_some(())
         })
         .await;
-    }
-
-    async fn one_node(&self) -> String {
-        eventually("one node", || async {
-            let nodes = self.nodes().await;
-            (nodes.len() == 1).then(|| nodes[0].metadata.name.clone().unwrap_or_default())
-        })
-        .await
     }
 
     async fn no_nodes_or_machines(&self, why: &str) {
@@ -255,7 +247,6 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
         .add_pods(&["inflate-0", "inflate-1", "inflate-2"])
         .await;
     cluster.running_pods(3).await;
-    cluster.one_node().await;
     let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
     for name in ["inflate-0", "inflate-1", "inflate-2"] {
         pods.delete(name, &DeleteParams::default())
@@ -266,14 +257,17 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
         .no_nodes_or_machines("the empty node is removed")
         .await;
 
-    // A node deleted while it runs pods: drained through the Eviction API.
+    // Nodes deleted while they run pods: drained through the Eviction API. (Usually one node;
+    // two when a loaded machine split the burst into two batches.)
     cluster.add_pods(&["busy-0", "busy-1"]).await;
     cluster.running_pods(2).await;
-    let node = cluster.one_node().await;
-    Api::<Node>::all(cluster.client.clone())
-        .delete(&node, &DeleteParams::default())
-        .await
-        .expect("the node is deleted");
+    for node in cluster.nodes().await {
+        let name = node.metadata.name.unwrap_or_default();
+        Api::<Node>::all(cluster.client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .expect("the node is deleted");
+    }
     cluster
         .no_nodes_or_machines("the busy node is drained and removed")
         .await;

@@ -25,8 +25,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-/// A safety net for waits on observable conditions; never a synchronisation device.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+/// A safety net for waits on observable conditions; never a synchronisation device. It only
+/// bounds how long a failure takes to show, so it is generous: a loaded CI machine is slow.
+pub const PATIENCE: Duration = Duration::from_secs(300);
 /// Simulated seconds per real second: a 30 s boot takes 0.75 s.
 pub const SPEED: f64 = 40.0;
 
@@ -92,6 +93,14 @@ pub fn settings() -> Settings {
 
 impl Sim {
     pub async fn start() -> Sim {
+        let mut sim = Sim::without_kubelets().await;
+        sim.start_kubelets();
+        sim
+    }
+
+    /// The cluster with no kubelet running yet: instances launch but no node registers until
+    /// [`Sim::start_kubelets`], so a test can look at what happens before a node comes up.
+    pub async fn without_kubelets() -> Sim {
         if let Ok(filter) = std::env::var("NODEWRIGHT_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -117,28 +126,12 @@ impl Sim {
                 .expect("the embedded catalog loads"),
         );
         let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
         let tasks = vec![
             tokio::spawn(deployments::run(
                 client.clone(),
                 until_stopped(stopped.clone()),
             )),
-            tokio::spawn(scheduler::run(
-                client.clone(),
-                until_stopped(stopped.clone()),
-            )),
-            tokio::spawn(kubelet::run(
-                client.clone(),
-                cloud.clone() as Arc<dyn CloudProvider>,
-                clock.clone(),
-                KubeletSettings {
-                    poll_interval: Duration::from_millis(50),
-                    ..KubeletSettings::default()
-                },
-                until_stopped(stopped),
-            )),
+            tokio::spawn(scheduler::run(client.clone(), until_stopped(stopped))),
         ];
         Sim {
             _server: server,
@@ -148,6 +141,20 @@ impl Sim {
             stop,
             tasks,
         }
+    }
+
+    /// Starts the simulated kubelets: booted instances register as nodes and run their pods.
+    pub fn start_kubelets(&mut self) {
+        self.tasks.push(tokio::spawn(kubelet::run(
+            self.client.clone(),
+            self.cloud.clone() as Arc<dyn CloudProvider>,
+            self.clock.clone(),
+            KubeletSettings {
+                poll_interval: Duration::from_millis(50),
+                ..KubeletSettings::default()
+            },
+            until_stopped(self.stop.subscribe()),
+        )));
     }
 
     /// Starts a controller that leads while `leader` says so.
@@ -185,13 +192,13 @@ impl Sim {
         controller
     }
 
-    /// A replica that acts only while it holds the leader Lease (short timings, real time).
+    /// A replica that acts only while it holds the leader Lease (real time). The lease and
+    /// renew deadline are the production ones, so a replica starved for a second on a loaded
+    /// machine keeps leading; a short retry period makes a hand-over after a stop quick.
     pub fn replica(&self, identity: &str) -> Controller {
         let (stop_election, election_stopped) = watch::channel(false);
         let lease = LeaseSettings {
             identity: identity.to_string(),
-            lease_duration: Duration::from_secs(2),
-            renew_deadline: Duration::from_millis(1500),
             retry_period: Duration::from_millis(200),
             ..LeaseSettings::new("kube-system")
         };
@@ -332,6 +339,33 @@ impl Sim {
         .await
     }
 
+    /// Waits until `metrics` has a `name{...}` series whose labels contain `label`; returns its
+    /// value. Loops count an action after the change a test waits for, so a counter read at
+    /// once can lag a moment behind on a loaded machine.
+    pub async fn metric(&self, metrics: &Metrics, name: &str, label: &str) -> f64 {
+        self.eventually(&format!("a {name} series with {label}"), || async {
+            metric_value(&metrics.encode().expect("metrics encode"), name, label)
+        })
+        .await
+    }
+
+    /// Waits until `count` pods are marked unschedulable by the kube-scheduler. A controller
+    /// started after this finds them all in its first batch: a burst stays one batch however
+    /// slowly a loaded machine creates it (the batch window is simulated time, the API calls
+    /// take real time).
+    pub async fn unschedulable_pods(&self, count: usize) {
+        self.eventually(&format!("{count} pods unschedulable"), || async {
+            let waiting = self
+                .pods()
+                .await
+                .iter()
+                .filter(|p| is_unschedulable(p))
+                .count();
+            (waiting >= count).then_some(())
+        })
+        .await
+    }
+
     /// Lets `simulated` time pass.
     pub async fn wait(&self, simulated: Duration) {
         sleep(simulated.div_f64(SPEED)).await;
@@ -345,11 +379,30 @@ impl Sim {
     }
 }
 
+/// Completes once `stopped` turns true (or its sender is gone).
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
 pub fn phase(pod: &Pod) -> String {
     pod.status
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_default()
+}
+
+/// Whether the kube-scheduler gave up on `pod` (PodScheduled False, Unschedulable).
+pub fn is_unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
 }
 
 pub fn node_of(pod: &Pod) -> Option<String> {

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use nodewright::cloudprovider::aws::sdk::{SdkSettings, load_config};
 use nodewright::cloudprovider::aws::sqs::{Queue, SdkQueue};
 use nodewright::cloudprovider::types::instance_id_of;
@@ -189,7 +189,10 @@ impl NodeHistory {
         let task = {
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut events = std::pin::pin!(watcher(api, config));
+                // Without a backoff, a watch whose API server has gone fails at once on every
+                // poll: the task never yields, so neither its abort nor the runtime's shutdown
+                // can stop it and the test hangs after it passed.
+                let mut events = std::pin::pin!(watcher(api, config).default_backoff());
                 while let Some(event) = events.next().await {
                     if let Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) = event
                     {

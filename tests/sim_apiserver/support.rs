@@ -10,7 +10,7 @@ use nodewright::sim::{ApiServer, ApiServerConfig, PodTermination};
 use serde_json::{Value, json};
 
 /// A safety net for awaits that should finish at once; never a synchronisation device.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(120);
 
 pub async fn server() -> ApiServer {
     server_with(|_| {}).await

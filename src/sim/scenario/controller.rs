@@ -2,13 +2,22 @@
 //! clock, client and cloud, as the only replica.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::{ControllerHook, ControllerParts};
+use crate::clock::Clock;
 use crate::controllers::manager::Manager;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+
+/// The shortest batch window in real time. The simulated cluster's API calls take real
+/// milliseconds, which the clock multiplies: a burst the kube-scheduler marks over a few
+/// hundred real milliseconds on a busy machine spans simulated seconds, longer than Karpenter's
+/// 1 s window, and would be split into two batches and two nodes. In a real cluster 1 s covers
+/// that latency many times over; this keeps the same proportion.
+const BATCH_WINDOW_REAL_FLOOR: Duration = Duration::from_millis(500);
 
 /// The controller as `nodewright controller` runs it, on the simulation's clock and cloud, as
 /// the only replica.
@@ -24,6 +33,7 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
             settings.region = Some(parts.region.clone());
             settings.leader_elect = false;
             settings.bind_pods = bind_pods;
+            widen_batch_windows(&mut settings, parts.clock.as_ref());
             let metrics = match Metrics::new() {
                 Ok(metrics) => Arc::new(metrics),
                 Err(error) => {
@@ -36,4 +46,35 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
             manager.run(leader, parts.shutdown).await;
         })
     })
+}
+
+/// Batch windows of at least [`BATCH_WINDOW_REAL_FLOOR`] of real time on `clock`.
+fn widen_batch_windows(settings: &mut Settings, clock: &dyn Clock) {
+    let floor = clock.simulated_duration(BATCH_WINDOW_REAL_FLOOR);
+    settings.batch_idle_duration = settings.batch_idle_duration.max(floor);
+    settings.batch_max_duration = settings.batch_max_duration.max(floor);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::clock::{ManualClock, ScaledClock};
+
+    #[test]
+    fn batch_windows_cover_half_a_real_second_on_a_fast_clock() {
+        let mut settings = Settings::for_cluster("sim");
+        widen_batch_windows(
+            &mut settings,
+            &ScaledClock::new(SystemTime::UNIX_EPOCH, 60.0),
+        );
+        assert_eq!(settings.batch_idle_duration, Duration::from_secs(30));
+        assert_eq!(settings.batch_max_duration, Duration::from_secs(30));
+
+        let mut settings = Settings::for_cluster("sim");
+        widen_batch_windows(&mut settings, &ManualClock::fixed());
+        assert_eq!(settings.batch_idle_duration, Duration::from_secs(1));
+        assert_eq!(settings.batch_max_duration, Duration::from_secs(10));
+    }
 }
