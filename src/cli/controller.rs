@@ -50,6 +50,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .system_namespace
         .clone()
         .unwrap_or_else(|| kube_config.default_namespace.clone());
+    let evictions = crate::controllers::context::client_without_retries(kube_config.clone())
+        .context("building the Kubernetes client for evictions")?;
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
     let kubernetes_version = match args.kubernetes_version {
         Some(version) => version,
@@ -130,7 +132,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Arc::new(crate::clock::SystemClock),
         settings,
         metrics,
-    );
+    )
+    .with_eviction_client(evictions);
     let manager = match interruption {
         Some(interruption) => manager.with_interruption(interruption),
         None => manager,

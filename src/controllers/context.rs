@@ -19,6 +19,8 @@ use crate::sync::lock;
 
 pub struct Context {
     pub client: Client,
+    /// Evictions go through this one: see [`client_without_retries`].
+    pub evictions: Client,
     pub cloud: Arc<dyn CloudProvider>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
@@ -27,6 +29,15 @@ pub struct Context {
     pub events: Events,
     /// The instance types last resolved, for loops that only read them (usage, cost).
     instance_types: Mutex<Arc<InstanceTypesByProvisioner>>,
+}
+
+/// A client for calls whose 429 is an answer rather than throttling: an eviction refused by a
+/// disruption budget. kube's default client retries a 429 up to 15 times with growing waits,
+/// which would hold a drain; and a retry that lands after the caller stopped waiting evicts a
+/// pod nobody counts. Without retries the termination loop's own backoff decides.
+pub fn client_without_retries(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
 }
 
 impl Context {
@@ -40,6 +51,7 @@ impl Context {
     ) -> Context {
         let events = Events::spawn(client.clone(), clock.clone());
         Context {
+            evictions: client.clone(),
             client,
             cloud,
             clock,

@@ -43,6 +43,18 @@ impl Manager {
         }
     }
 
+    /// Evicts pods through `client`, which should not retry 429 itself (see
+    /// [`crate::controllers::context::client_without_retries`]); by default the main client.
+    pub fn with_eviction_client(mut self, client: Client) -> Manager {
+        // Only `run` shares the context; before it this builder holds the one reference.
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.evictions = client;
+        } else {
+            tracing::error!("the eviction client is set after the controller started; ignored");
+        }
+        self
+    }
+
     /// Handles the interruption queue (when `settings.interruption_queue` is set too).
     pub fn with_interruption(mut self, interruption: Interruption) -> Manager {
         self.interruption = Some(Arc::new(interruption));

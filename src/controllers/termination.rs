@@ -26,8 +26,9 @@ use crate::state::{ClusterState, NodeEntry, PodEntry};
 const CONTROLLER: &str = "node.termination";
 /// How often a drain or an instance termination is looked at again.
 const POLL: Duration = Duration::from_secs(2);
-/// Real time one eviction may take, the client's own retries of a 429 included.
-const EVICTION_PATIENCE: Duration = Duration::from_secs(2);
+/// Real time one eviction may take before the loop gives up on it and tries again later. The
+/// eviction client does not retry, so only a stuck connection takes this long.
+const EVICTION_PATIENCE: Duration = Duration::from_secs(10);
 /// Annotation a disruption writes on a node it deletes, so the metric can say why.
 pub const TERMINATION_REASON_ANNOTATION: &str = "karpenter.sh/disruption-reason";
 
@@ -199,9 +200,7 @@ async fn act(
             let mut refused = 0;
             for key in &pods {
                 let (namespace, pod) = key.split_once('/').unwrap_or(("default", key));
-                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-                // A client that retries 429 itself would hold this node's drain for minutes;
-                // the loop's own backoff retries instead.
+                let api: Api<Pod> = Api::namespaced(ctx.evictions.clone(), namespace);
                 let answer = tokio::time::timeout(
                     EVICTION_PATIENCE,
                     api.evict(pod, &EvictParams::default()),

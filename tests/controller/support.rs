@@ -13,6 +13,7 @@ use nodewright::apis::{Machine, Provisioner};
 use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
+use nodewright::controllers::context::client_without_retries;
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
@@ -40,6 +41,8 @@ fn data_dir() -> PathBuf {
 pub struct Sim {
     _server: ApiServer,
     pub client: Client,
+    /// Evicts without retrying 429, as `nodewright controller` does.
+    pub evictions: Client,
     pub clock: Arc<ScaledClock>,
     pub cloud: Arc<FakeCloudProvider>,
     stop: watch::Sender<bool>,
@@ -118,6 +121,8 @@ impl Sim {
         .await
         .expect("the API server starts");
         let client = server.client().expect("a client");
+        let evictions = client_without_retries(server.kube_config().expect("a config"))
+            .expect("an eviction client");
         let prices = std::fs::read_to_string(data_dir().join("prices-us-east-1.json"))
             .expect("the shared price table is readable");
         let prices = PriceTable::from_json(&prices).expect("the price table parses");
@@ -135,6 +140,7 @@ impl Sim {
         ];
         Sim {
             _server: server,
+            evictions,
             client,
             clock,
             cloud,
@@ -166,7 +172,8 @@ impl Sim {
             self.clock.clone(),
             settings,
             metrics.clone(),
-        );
+        )
+        .with_eviction_client(self.evictions.clone());
         let running = manager.running();
         let (shutdown, stopped) = watch::channel(false);
         let task = tokio::spawn(manager.run(leader, stopped));

@@ -139,7 +139,8 @@ impl InterruptionController {
             settings,
             metrics.clone(),
         )
-        .with_interruption(interruption);
+        .with_interruption(interruption)
+        .with_eviction_client(sim.evictions.clone());
         let leadership = Leadership::always();
         let (shutdown, stopped) = watch::channel(false);
         let task = tokio::spawn(manager.run(leadership.subscribe(), stopped));

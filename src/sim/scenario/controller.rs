@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::{ControllerHook, ControllerParts};
 use crate::clock::Clock;
+use crate::controllers::context::client_without_retries;
 use crate::controllers::manager::Manager;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -41,7 +42,15 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
                     return;
                 }
             };
-            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics);
+            let evictions = match client_without_retries(parts.kube_config.clone()) {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the eviction client; no controller runs");
+                    return;
+                }
+            };
+            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics)
+                .with_eviction_client(evictions);
             let (_leading, leader) = watch::channel(true);
             manager.run(leader, parts.shutdown).await;
         })
