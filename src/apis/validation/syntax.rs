@@ -142,6 +142,10 @@ pub fn parse_quantity(text: &str) -> Option<f64> {
             }
         }
     };
+    if number == 0.0 {
+        // Zero whatever the exponent: 0 × 10^309 would otherwise be 0 × ∞, NaN.
+        return Some(0.0);
+    }
     Some(sign * number * multiplier)
 }
 
@@ -214,6 +218,10 @@ mod tests {
         assert_eq!(parse_quantity("2e3"), Some(2000.0));
         assert_eq!(parse_quantity("-1"), Some(-1.0));
         assert_eq!(parse_quantity(".5"), Some(0.5));
+        // 0 × 10^309 is zero, not NaN (found by the CRD pattern property test).
+        assert_eq!(parse_quantity(".0E309"), Some(0.0));
+        assert_eq!(parse_quantity("0e999"), Some(0.0));
+        assert_eq!(parse_quantity("0x"), None);
         for bad in ["", "Gi", "1GB", "1..2", "one", "1e", "--1", "1 Gi"] {
             assert_eq!(parse_quantity(bad), None, "{bad:?} should not parse");
         }
