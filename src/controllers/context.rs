@@ -3,6 +3,7 @@
 //! provisioner can launch, resolved from its node template.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,6 +64,26 @@ impl Context {
         }
     }
 
+    /// One cloud provider call, timed and counted under `controller` and `method`
+    /// (`karpenter_cloudprovider_duration_seconds`, `karpenter_cloudprovider_errors_total`).
+    pub async fn cloud_call<T>(
+        &self,
+        controller: &str,
+        method: &str,
+        call: impl Future<Output = Result<T, CloudProviderError>>,
+    ) -> Result<T, CloudProviderError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.observe_cloudprovider_call(
+            controller,
+            method,
+            self.cloud.name(),
+            started.elapsed(),
+            result.as_ref().err(),
+        );
+        result
+    }
+
     /// The instance types resolved by the last [`Context::resolve_instance_types`].
     pub fn known_instance_types(&self) -> Arc<InstanceTypesByProvisioner> {
         lock(&self.instance_types).clone()
@@ -92,15 +113,13 @@ impl Context {
                     continue;
                 }
             };
-            let started = Instant::now();
-            let result = self.cloud.instance_types(&template).await;
-            self.metrics.observe_cloudprovider_call(
-                controller,
-                "GetInstanceTypes",
-                self.cloud.name(),
-                started.elapsed(),
-                result.as_ref().err(),
-            );
+            let result = self
+                .cloud_call(
+                    controller,
+                    "GetInstanceTypes",
+                    self.cloud.instance_types(&template),
+                )
+                .await;
             match result {
                 Ok(list) => {
                     types.insert(name, list.into_iter().map(Arc::new).collect::<Vec<_>>());

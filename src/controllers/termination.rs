@@ -7,7 +7,7 @@
 //! [`next_step`] decides from the cache alone; the loop acts, one node at a time per node.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
@@ -233,16 +233,10 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
         Some(machine) => MachineId::from(machine),
         None => MachineId::new(name.clone(), node.provider_id.clone()),
     };
-    let started = Instant::now();
-    let result = ctx.cloud.delete(&id).await;
-    ctx.metrics.observe_cloudprovider_call(
-        CONTROLLER,
-        "Delete",
-        ctx.cloud.name(),
-        started.elapsed(),
-        result.as_ref().err(),
-    );
-    match result {
+    match ctx
+        .cloud_call(CONTROLLER, "Delete", ctx.cloud.delete(&id))
+        .await
+    {
         Ok(DeleteStatus::Terminating) => return Ok(Some(ctx.clock.now() + POLL)),
         Ok(DeleteStatus::Gone) | Err(CloudProviderError::NotFound { .. }) => {}
         Err(e) => return Err(format!("cannot terminate the instance of node {name}: {e}")),

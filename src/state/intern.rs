@@ -1,5 +1,5 @@
 //! One shared copy of each distinct value the cache holds many times over: the pods of a
-//! ReplicaSet carry the same labels, placement rules, owner and node names, so 30,000 cached
+//! ReplicaSet carry the same labels, placement rules, node name and phase, so 30,000 cached
 //! pods keep a few hundred copies instead of 30,000.
 
 use std::collections::HashSet;

@@ -9,7 +9,7 @@
 //! [`static_drift`] and [`drift`] are pure; [`CloudDrift`] holds the cloud's answers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nodewright_scheduling::ScheduleInput;
 use nodewright_scheduling::labels;
@@ -134,32 +134,15 @@ impl CloudDrift {
                 .collect()
         };
         for (node, id, template) in due {
-            let started = Instant::now();
-            let found = ctx.cloud.get(&id).await;
-            ctx.metrics.observe_cloudprovider_call(
-                CONTROLLER,
-                "Get",
-                ctx.cloud.name(),
-                started.elapsed(),
-                found.as_ref().err(),
-            );
-            let instance = match found {
+            let instance = match ctx.cloud_call(CONTROLLER, "Get", ctx.cloud.get(&id)).await {
                 Ok(instance) => instance,
                 Err(error) => {
                     tracing::debug!(node = %node, %error, "cannot look the instance up for drift");
                     continue;
                 }
             };
-            let started = Instant::now();
-            let drifted = ctx.cloud.is_drifted(&instance, &template).await;
-            ctx.metrics.observe_cloudprovider_call(
-                CONTROLLER,
-                "IsDrifted",
-                ctx.cloud.name(),
-                started.elapsed(),
-                drifted.as_ref().err(),
-            );
-            match drifted {
+            let drifted = ctx.cloud.is_drifted(&instance, &template);
+            match ctx.cloud_call(CONTROLLER, "IsDrifted", drifted).await {
                 Ok(reason) => {
                     self.answers
                         .insert(node, (now, reason.map(|r| r.to_string())));

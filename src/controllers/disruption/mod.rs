@@ -8,9 +8,9 @@
 //! [`Snapshot`] taken under the cache's lock, then searched on a blocking thread over
 //! [`expiry`], [`drift`], [`consolidation`], each asking [`simulate`] where the pods would go;
 //! [`room`] rules out hopeless consolidations first) → act ([`act`]: taint, launch and wait for
-//! replacements, then delete; the termination controller drains). Nothing is decided while the cluster is in motion — a machine still
-//! launching or a managed node still terminating — since the pods moving would be counted
-//! twice or not at all.
+//! replacements, then delete; the termination controller drains). Nothing is decided while the
+//! cluster is in motion — a machine still launching or a managed node still terminating — since
+//! the pods moving would be counted twice or not at all.
 
 pub mod act;
 pub mod candidates;
@@ -288,20 +288,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             if !pause(&ctx, &mut stop, VALIDATION_DELAY).await {
                 return;
             }
-            let again = {
-                let (types, drifted) = refresh(&ctx, &mut cloud).await;
-                let now = ctx.clock.now();
-                let state = ctx.state.read();
-                let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
-                let inputs = Inputs {
-                    types: &types,
-                    settings: &ctx.settings,
-                    now,
-                    drifted: &drifted,
-                    nominated: &is_nominated,
-                };
-                revalidate(&state, &inputs, &decided)
-            };
+            let (types, drifted) = refresh(&ctx, &mut cloud).await;
+            let again = on_cache(&ctx, &types, &drifted, |state, inputs| {
+                revalidate(state, inputs, &decided)
+            });
             match again {
                 Some(again) if decided.still_holds(&again) => {
                     match act::execute(&ctx, &again, &mut stop).await {
@@ -329,6 +319,26 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// `read` run on the cache, under its lock, with these refreshed inputs and the time now.
+fn on_cache<T>(
+    ctx: &Context,
+    types: &InstanceTypesByProvisioner,
+    drifted: &BTreeMap<String, String>,
+    read: impl FnOnce(&ClusterState, &Inputs) -> T,
+) -> T {
+    let now = ctx.clock.now();
+    let state = ctx.state.read();
+    let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
+    let inputs = Inputs {
+        types,
+        settings: &ctx.settings,
+        now,
+        drifted,
+        nominated: &is_nominated,
+    };
+    read(&state, &inputs)
+}
+
 /// Instance types and drift answers, refreshed.
 async fn refresh(
     ctx: &Context,
@@ -353,20 +363,8 @@ async fn observe_and_decide(ctx: &Context, cloud: &mut CloudDrift) -> Pass {
         };
     }
     let (types, drifted) = refresh(ctx, cloud).await;
-    let now = ctx.clock.now();
     let started = Instant::now();
-    let snapshot = {
-        let state = ctx.state.read();
-        let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
-        let inputs = Inputs {
-            types: &types,
-            settings: &ctx.settings,
-            now,
-            drifted: &drifted,
-            nominated: &is_nominated,
-        };
-        Snapshot::take(&state, &inputs)
-    };
+    let snapshot = on_cache(ctx, &types, &drifted, Snapshot::take);
     // The search may run the scheduling core many times: off the async workers.
     let pass = match tokio::task::spawn_blocking(move || snapshot.decide()).await {
         Ok(pass) => pass,

@@ -3,7 +3,7 @@
 //! shared cache as the API server answers them, so the next pass does not repeat them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -189,15 +189,9 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
         Ok(request) => request,
         Err(reason) => return launch_failed(ctx, entry, &reason).await,
     };
-    let started = Instant::now();
-    let result = ctx.cloud.create(&request).await;
-    ctx.metrics.observe_cloudprovider_call(
-        CONTROLLER,
-        "Create",
-        ctx.cloud.name(),
-        started.elapsed(),
-        result.as_ref().err(),
-    );
+    let result = ctx
+        .cloud_call(CONTROLLER, "Create", ctx.cloud.create(&request))
+        .await;
     let instance = match result {
         Ok(instance) => instance,
         Err(CloudProviderError::InsufficientCapacity { .. }) => {
@@ -478,15 +472,10 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
         }
         return Ok(Some(ctx.clock.now() + TERMINATION_POLL));
     }
-    let started = Instant::now();
-    let result = ctx.cloud.delete(&MachineId::from(machine)).await;
-    ctx.metrics.observe_cloudprovider_call(
-        CONTROLLER,
-        "Delete",
-        ctx.cloud.name(),
-        started.elapsed(),
-        result.as_ref().err(),
-    );
+    let id = MachineId::from(machine);
+    let result = ctx
+        .cloud_call(CONTROLLER, "Delete", ctx.cloud.delete(&id))
+        .await;
     match result.map_err(|e| format!("cannot terminate the instance of machine {name}: {e}"))? {
         DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
         DeleteStatus::Gone => {
