@@ -45,6 +45,47 @@ fn the_tutorial_launches_one_spot_node_and_removes_it_once_empty() {
     }
 }
 
+/// The shared price table, read in place.
+fn prices() -> String {
+    let data = std::env::var("NODEWRIGHT_DATA")
+        .unwrap_or_else(|_| format!("{}/../shared/data", env!("CARGO_MANIFEST_DIR")));
+    format!("{data}/prices-us-east-1.json")
+}
+
+#[test]
+fn prices_given_on_the_command_line_price_the_launch() {
+    let prices = prices();
+    let args = [
+        "examples/tutorial/scenario.yaml",
+        "--prices",
+        &prices,
+        "-o",
+        "json",
+    ];
+    let (code, stdout, stderr) = simulate(&args);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(report["launched"], 1, "{report}\n{stderr}");
+    let expecting = stderr
+        .lines()
+        .find(|line| line.contains("Created machine, expecting"))
+        .unwrap_or_else(|| panic!("no machine created:\n{stderr}"));
+    assert!(expecting.contains("/h"), "{expecting}");
+    assert!(!expecting.contains("unknown price"), "{expecting}");
+}
+
+#[test]
+fn a_missing_price_file_is_bad_input() {
+    let args = [
+        "examples/tutorial/scenario.yaml",
+        "--prices",
+        "no-such-prices.json",
+    ];
+    let (code, _, stderr) = simulate(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-prices.json"), "{stderr}");
+}
+
 #[test]
 fn a_missing_scenario_file_is_bad_input() {
     let (code, _, stderr) = simulate(&["examples/tutorial/no-such-scenario.yaml"]);

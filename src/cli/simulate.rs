@@ -38,6 +38,10 @@ pub struct SimulateArgs {
     /// Write a kubeconfig for the simulated API server here.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// A price file (`{"region", "onDemand", "spot"}`, as `nodewright plan --prices` takes),
+    /// instead of the scenario's own `prices:`; without either, nothing has a price.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
     /// Run the controller with BIND_PODS: pods are bound to their node as its instance launches.
     #[arg(long)]
     pub bind_pods: bool,
@@ -46,7 +50,7 @@ pub struct SimulateArgs {
 /// Runs the scenario; the exit code is 0 when every step held, 1 when an `until` timed out or
 /// the run failed, 2 for a bad scenario.
 pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
-    let scenario = match Scenario::load(&args.scenario) {
+    let scenario = match Scenario::load_with_prices(&args.scenario, args.prices.as_deref()) {
         Ok(scenario) => scenario,
         Err(error) => {
             eprintln!("error: {error}");

@@ -97,17 +97,31 @@ const ACTIONS: &str = "apply, scale, delete, wait or until";
 impl Scenario {
     /// Reads and checks the scenario at `path`.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        Scenario::load_with_prices(path, None)
+    }
+
+    /// Reads the scenario at `path`, taking prices from `prices` (a path from the working
+    /// directory, as `simulate --prices` gives it) instead of the scenario's own `prices:`.
+    pub fn load_with_prices(path: &Path, prices: Option<&Path>) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
             file: path.to_path_buf(),
             step: None,
             reason: format!("cannot read: {error}"),
         })?;
-        Scenario::parse(path, &text)
+        Scenario::parse_with_prices(path, &text, prices)
     }
 
     /// Parses `text` as the scenario at `path` (which names it in errors and anchors its
     /// relative paths).
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_with_prices(path, text, None)
+    }
+
+    fn parse_with_prices(
+        path: &Path,
+        text: &str,
+        prices: Option<&Path>,
+    ) -> Result<Scenario, ScenarioError> {
         let whole = |reason: String| ScenarioError {
             file: path.to_path_buf(),
             step: None,
@@ -122,7 +136,10 @@ impl Scenario {
         }
         let document: ScenarioDocument = typed(value).map_err(whole)?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let prices = document.prices.as_deref().map(|p| base.join(p));
+        let prices = match prices {
+            Some(file) => Some(file.to_path_buf()),
+            None => document.prices.as_deref().map(|p| base.join(p)),
+        };
         let offerings = CatalogSource {
             prices: prices.clone(),
             region: document.region.clone(),
