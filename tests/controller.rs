@@ -124,6 +124,37 @@ async fn four_one_cpu_pods_get_one_spot_node_and_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_whose_machine_could_not_be_created_go_to_the_next_batch() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    sim.server.fail_requests("create", "machines", 1);
+    let controller = sim.controller();
+
+    let running = sim.running_pods(4).await;
+    let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let creates: Vec<u16> = sim
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "create" && r.resource == "machines")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(creates, [500, 201], "one refused, one retried");
+    assert_eq!(sim.machines().await.len(), 1);
+    assert_eq!(
+        sim.instances().await.len(),
+        1,
+        "nothing launched for the refused machine"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold_across_batches_and_the_pods_left_over_are_told_why() {
     let sim = Sim::start().await;
     let controller = sim.controller();

@@ -39,7 +39,7 @@ fn data_dir() -> PathBuf {
 }
 
 pub struct Sim {
-    _server: ApiServer,
+    pub server: ApiServer,
     pub client: Client,
     /// Evicts without retrying 429, as `nodewright controller` does.
     pub evictions: Client,
@@ -139,7 +139,7 @@ impl Sim {
             tokio::spawn(scheduler::run(client.clone(), until_stopped(stopped))),
         ];
         Sim {
-            _server: server,
+            server,
             evictions,
             client,
             clock,

@@ -370,3 +370,33 @@ async fn field_of_the_wrong_type_is_a_bad_request_naming_it() {
     let message = status["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.replicas"), "{message}");
 }
+
+#[tokio::test]
+async fn injected_failures_answer_500_the_given_number_of_times_and_change_nothing() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&server));
+    create_pod(&pods, pod("web", json!({}))).await;
+    server.fail_requests("delete", "pods", 2);
+    for _ in 0..2 {
+        let (code, reason) = api_error(pods.delete("web", &Default::default()).await);
+        assert_eq!((code, reason.as_str()), (500, "InternalError"));
+        assert!(
+            pods.get("web").await.is_ok(),
+            "a failed delete deletes nothing"
+        );
+    }
+    // Other verbs and resources were never affected; the third delete is served.
+    assert!(pods.list(&ListParams::default()).await.is_ok());
+    pods.delete("web", &Default::default())
+        .await
+        .expect("served once the failures are used up");
+    let statuses: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "delete" && r.resource == "pods")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses.first().copied(), Some(500));
+    assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 2);
+    assert!(matches!(statuses.last(), Some(200 | 202)), "{statuses:?}");
+}

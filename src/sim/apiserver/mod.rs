@@ -215,6 +215,7 @@ impl ApiServer {
         let app = Arc::new(router::App {
             store,
             log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
             address: address.to_string(),
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_signal.clone(),
@@ -283,6 +284,17 @@ impl ApiServer {
             path: path.display().to_string(),
             source,
         })
+    }
+
+    /// Answers the next `times` requests of `verb` (get, list, watch, create, update, patch,
+    /// delete, …) on `resource` (a plural such as `nodes`) with 500 InternalError, without
+    /// serving them: how a test makes the API fail where it wants.
+    pub fn fail_requests(&self, verb: &str, resource: &str, times: usize) {
+        lock(&self.app.faults).push(router::Fault {
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+            remaining: times,
+        });
     }
 
     /// Every request answered so far, oldest first.

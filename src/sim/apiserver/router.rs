@@ -29,9 +29,34 @@ const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct App {
     pub store: Arc<Store>,
     pub log: Mutex<Vec<RequestRecord>>,
+    /// Requests to answer with an error instead of serving (tests of failure handling).
+    pub faults: Mutex<Vec<Fault>>,
     pub address: String,
     pub bookmark_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// The next `remaining` requests with this RBAC verb on this resource fail with a 500.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub verb: String,
+    pub resource: String,
+    pub remaining: usize,
+}
+
+impl App {
+    /// Uses up one injected failure matching `record`, if any is left.
+    fn take_fault(&self, record: &RequestRecord) -> Option<ApiError> {
+        let mut faults = lock(&self.faults);
+        let fault = faults.iter_mut().find(|fault| {
+            fault.remaining > 0 && fault.verb == record.verb && fault.resource == record.resource
+        })?;
+        fault.remaining -= 1;
+        Some(ApiError::internal(format!(
+            "injected failure: {} {}",
+            record.verb, record.resource
+        )))
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -82,8 +107,10 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         &params,
         &parts.headers,
     );
-    let response = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => dispatch(
+    let fault = app.take_fault(&record);
+    let response = match (fault, axum::body::to_bytes(body, MAX_BODY_BYTES).await) {
+        (Some(error), _) => error_response(&error),
+        (None, Ok(bytes)) => dispatch(
             &app,
             parts.uri.path(),
             &parts.method,
@@ -93,7 +120,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
             bytes,
         )
         .unwrap_or_else(|error| error_response(&error)),
-        Err(_) => error_response(&ApiError::bad_request(format!(
+        (None, Err(_)) => error_response(&ApiError::bad_request(format!(
             "the request body is unreadable or larger than {MAX_BODY_BYTES} bytes"
         ))),
     };
