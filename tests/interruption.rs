@@ -393,3 +393,72 @@ async fn the_loop_keeps_reading_after_the_queue_fails() {
     controller.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_action_failed_stays_queued_and_is_acted_on_when_it_comes_back() {
+    let sim = Sim::start().await;
+    let queue = Arc::new(InMemoryQueue::new());
+    let (controller, node) = one_node_running_web(&sim, 1, queue.clone()).await;
+    let name = node.metadata.name.clone().expect("named");
+    sim.server.fail_requests("delete", "nodes", 1);
+    let id = queue.send(Some(state_change(
+        &instance_of(&node),
+        "terminated",
+        sim.clock.now(),
+    )));
+
+    let failed_delete = |r: &nodewright::sim::RequestRecord| {
+        r.verb == "delete" && r.resource == "nodes" && r.status == 500
+    };
+    sim.eventually("the node delete fails", || async {
+        sim.server
+            .requests()
+            .iter()
+            .any(failed_delete)
+            .then_some(())
+    })
+    .await;
+    // The loop was handling the message when the delete failed; once it looks at the queue
+    // again, that handling is over.
+    let looked = queue.looked();
+    sim.eventually("the loop reads the queue again", || async {
+        (queue.looked() > looked).then_some(())
+    })
+    .await;
+    assert!(
+        !queue.deleted().contains(&id),
+        "a failed action keeps its message"
+    );
+    assert_eq!(
+        queue.len(),
+        1,
+        "the message waits out its visibility timeout"
+    );
+    let kept = node_named(&sim, &name)
+        .await
+        .expect("the node is still there");
+    assert!(!is_deleting(&kept));
+
+    // Its visibility timeout passes: SQS delivers it again and this time the action succeeds.
+    queue.redeliver();
+    sim.eventually("the node is deleted on the second delivery", || async {
+        node_named(&sim, &name)
+            .await
+            .is_none_or(|n| is_deleting(&n))
+            .then_some(())
+    })
+    .await;
+    sim.eventually("the message is deleted", || async {
+        queue.deleted().contains(&id).then_some(())
+    })
+    .await;
+    assert_eq!(
+        controller
+            .sample(r#"karpenter_interruption_received_messages{message_type="StateChangeKind"}"#),
+        2.0,
+        "received twice"
+    );
+    assert!(queue.is_empty());
+    controller.stop().await;
+    sim.stop().await;
+}

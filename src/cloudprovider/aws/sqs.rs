@@ -197,6 +197,8 @@ struct Messages {
     in_flight: HashMap<String, (String, Option<String>)>,
     deleted: Vec<String>,
     failing_receives: usize,
+    /// Times the queue was looked at by a receive.
+    looked: usize,
 }
 
 /// A queue in memory: messages are received in order, stay in flight until deleted and never
@@ -235,6 +237,12 @@ impl InMemoryQueue {
         lock(&self.messages).deleted.clone()
     }
 
+    /// Times a receive has looked for messages: one that looks after a reader started handling
+    /// what it received means that handling is over.
+    pub fn looked(&self) -> usize {
+        lock(&self.messages).looked
+    }
+
     /// Messages waiting or in flight (not deleted).
     pub fn len(&self) -> usize {
         let messages = lock(&self.messages);
@@ -257,6 +265,7 @@ impl InMemoryQueue {
 
     fn take(&self, max_messages: u32) -> Result<Vec<QueueMessage>, QueueError> {
         let mut messages = lock(&self.messages);
+        messages.looked += 1;
         if messages.failing_receives > 0 {
             messages.failing_receives -= 1;
             return Err(QueueError {
