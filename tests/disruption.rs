@@ -355,6 +355,26 @@ async fn a_do_not_consolidate_node_stays() {
     sim.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_with_no_disruption_left_keeps_its_node() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(on_demand(json!({"consolidation": {"enabled": true}})))
+        .await;
+    deployment(&sim, "web", 6, "1", json!({})).await;
+    sim.add_pdb("web", 1).await;
+    sim.unschedulable_pods(6).await;
+    let controller = sim.controller();
+    let node = settled_on(&sim, "web", 6)
+        .await
+        .into_iter()
+        .next()
+        .expect("a node");
+    // One pod left and a budget keeping one: moving it to a cheaper node would break the budget.
+    blocked_consolidation(&sim, &node, "allows no disruption of pod").await;
+    controller.stop().await;
+    sim.stop().await;
+}
+
 /// Runs `web` (two 1-cpu pods, a PDB keeping one) and a controller started once both wait (one
 /// batch); returns the controller and the pods' node.
 async fn two_guarded_pods(sim: &Sim) -> (Controller, String) {
