@@ -5,6 +5,7 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -127,6 +128,32 @@ async fn kubectl_gets_describes_creates_scales_and_deletes() {
             "{expected:?} missing from:\n{listing}"
         );
     }
+
+    // A budget over the one (pending, so unhealthy) web pod: nothing may be disrupted.
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }))
+    .expect("a budget");
+    Api::<PodDisruptionBudget>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("budget created");
+    let budgets = kubectl(target.args(&["get", "pdb"])).await;
+    let columns: Vec<Vec<&str>> = budgets
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        columns.first().map(|header| header.join(" ")).as_deref(),
+        Some("NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE"),
+        "{budgets}"
+    );
+    assert_eq!(
+        columns.get(1).map(|row| &row[..4]),
+        Some(&["web", "1", "N/A", "0"][..]),
+        "{budgets}"
+    );
 
     let recorder = Recorder::new(client.clone(), Reporter::from("nodewright"));
     let nominated = Event {

@@ -148,6 +148,63 @@ async fn eviction_that_breaks_min_available_is_refused_with_429() {
     assert!(pods.get("web-1").await.is_ok(), "the pod stays");
 }
 
+/// The figures of `web-pdb`'s status: expected, healthy, desired, allowed.
+async fn budget_status(client: &kube::Client) -> (i32, i32, i32, i32, String) {
+    let pdb = Api::<PodDisruptionBudget>::default_namespaced(client.clone())
+        .get("web-pdb")
+        .await
+        .expect("the budget is there");
+    let status = pdb.status.expect("the budget has a status");
+    let condition = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionAllowed")
+        .expect("a DisruptionAllowed condition");
+    (
+        status.expected_pods,
+        status.current_healthy,
+        status.desired_healthy,
+        status.disruptions_allowed,
+        condition.status,
+    )
+}
+
+#[tokio::test]
+async fn a_budget_status_follows_its_pods_as_the_disruption_controller_writes_it() {
+    let server = server_with(immediate).await;
+    let client = client(&server);
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    healthy_pods(&client, 3).await;
+    budget(&client, json!({"minAvailable": 2})).await;
+    assert_eq!(budget_status(&client).await, (3, 3, 2, 1, "True".into()));
+    pods.evict("web-0", &EvictParams::default())
+        .await
+        .expect("allowed");
+    assert_eq!(budget_status(&client).await, (3, 2, 2, 0, "False".into()));
+    // A pod that stops being Ready stops counting as healthy.
+    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+    pods.patch_status("web-1", &PatchParams::default(), &Patch::Merge(not_ready))
+        .await
+        .expect("status set");
+    assert_eq!(budget_status(&client).await, (3, 1, 2, 0, "False".into()));
+    // The expected count follows the owner's replicas.
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    deployments
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("scaled");
+    assert_eq!(
+        budget_status(&client).await.0,
+        5,
+        "expected pods follow the replicas"
+    );
+}
+
 #[tokio::test]
 async fn eviction_within_a_max_unavailable_percentage_is_allowed_once() {
     let server = server_with(immediate).await;

@@ -8,10 +8,11 @@
 //! simplifies, the module that does it says so.
 //!
 //! - [`store`]: objects, resourceVersions, history; [`write`]: create/update/delete rules;
-//!   [`pods`]: binding and eviction; [`events`]: the two Event APIs as one; [`patch`]: the patch formats; [`watch`]: watch streams;
+//!   [`pods`]: binding and eviction; [`budgets`]: PodDisruptionBudget figures and status; [`events`]: the two Event APIs as one; [`patch`]: the patch formats; [`watch`]: watch streams;
 //!   [`selectors`]: label and field selectors; [`route`] and [`router`]: HTTP;
 //!   [`discovery`], [`openapi`] and [`table`]: what kubectl reads.
 
+pub mod budgets;
 pub mod discovery;
 pub mod events;
 pub mod kinds;

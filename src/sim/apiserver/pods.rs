@@ -1,14 +1,11 @@
 //! The pod subresources with rules of their own: `pods/binding` (what a scheduler posts) and
 //! `pods/eviction` (a delete that honours PodDisruptionBudgets, refused with 429 when it would
-//! break one).
-
-use std::collections::BTreeMap;
+//! break one; the budget arithmetic is in [`super::budgets`]).
 
 use serde_json::{Value, json};
 
 use super::meta;
 use super::resources::ResourceType;
-use super::selectors::LabelSelector;
 use super::status::ApiError;
 use super::target;
 use super::write::{DeleteOptions, Deleted, Writer};
@@ -87,102 +84,6 @@ impl Writer<'_> {
         }
         self.delete(pods, namespace, name, options)
     }
-
-    fn check_budgets(
-        &self,
-        pods: &ResourceType,
-        namespace: &str,
-        pod: &Value,
-    ) -> Result<(), ApiError> {
-        let pdb_key = (String::from("policy"), String::from("poddisruptionbudgets"));
-        let budgets: Vec<(String, LabelSelector, &Value)> = self
-            .state
-            .objects_in(&pdb_key, Some(namespace))
-            .filter_map(|((_, pdb_name), pdb)| {
-                let selector = LabelSelector::from_object(pdb.pointer("/spec/selector")?)?;
-                selector
-                    .matches(pod)
-                    .then(|| (pdb_name.clone(), selector, pdb))
-            })
-            .collect();
-        let [(pdb_name, selector, pdb)] = budgets.as_slice() else {
-            if budgets.len() > 1 {
-                return Err(ApiError::internal(
-                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-                ));
-            }
-            return Ok(());
-        };
-        let selected: Vec<&Value> = self
-            .state
-            .objects_in(&pods.key(), Some(namespace))
-            .map(|(_, candidate)| candidate)
-            .filter(|candidate| selector.matches(candidate) && !is_finished(candidate))
-            .collect();
-        let expected = self.expected_pods(namespace, &selected);
-        let healthy = selected
-            .iter()
-            .filter(|candidate| is_healthy(candidate))
-            .count() as i64;
-        let desired = desired_healthy(pdb, expected).map_err(|why| {
-            ApiError::internal(format!(
-                "PodDisruptionBudget {pdb_name} is malformed: {why}"
-            ))
-        })?;
-        let allowed = if is_healthy(pod) {
-            healthy > desired
-        } else {
-            healthy >= desired
-        };
-        if allowed {
-            return Ok(());
-        }
-        let detail = format!(
-            "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
-        );
-        Err(ApiError::too_many_requests(
-            format!(
-                "Cannot evict pod as it would violate the pod's disruption budget {pdb_name}: {detail}."
-            ),
-            vec![json!({"reason": "DisruptionBudget", "message": detail})],
-        ))
-    }
-}
-
-impl Writer<'_> {
-    /// How many pods a budget expects: the replicas of each controller owning selected pods
-    /// (as the disruption controller reads them from `/scale`), plus one per pod without one.
-    fn expected_pods(&self, namespace: &str, selected: &[&Value]) -> i64 {
-        let mut controllers: BTreeMap<String, i64> = BTreeMap::new();
-        let mut unowned = 0;
-        for pod in selected {
-            let replicas = controller_of(pod).and_then(|owner| {
-                let field = |name: &str| owner.get(name).and_then(Value::as_str);
-                let rt = self
-                    .registry
-                    .by_kind(field("apiVersion")?, field("kind")?)?;
-                let key = (namespace.to_string(), field("name")?.to_string());
-                let object = self.state.object(&rt.key(), &key)?;
-                let replicas = object.pointer("/spec/replicas").and_then(Value::as_i64)?;
-                Some((field("uid")?.to_string(), replicas))
-            });
-            match replicas {
-                Some((uid, replicas)) => {
-                    controllers.insert(uid, replicas);
-                }
-                None => unowned += 1,
-            }
-        }
-        controllers.values().sum::<i64>() + unowned
-    }
-}
-
-/// The ownerReference marked `controller: true`.
-fn controller_of(pod: &Value) -> Option<&Value> {
-    pod.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|owner| owner.get("controller").and_then(Value::as_bool) == Some(true))
 }
 
 /// Pods a budget does not protect: finished, not yet running, or already being deleted.
@@ -192,56 +93,6 @@ fn ignores_budgets(pod: &Value) -> bool {
             pod.pointer("/status/phase").and_then(Value::as_str),
             Some("Succeeded" | "Failed" | "Pending") | None
         )
-}
-
-fn is_finished(pod: &Value) -> bool {
-    matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-/// Running, Ready and not being deleted: what a disruption budget counts.
-fn is_healthy(pod: &Value) -> bool {
-    let running = pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
-    let ready = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|condition| {
-            condition.get("type").and_then(Value::as_str) == Some("Ready")
-                && condition.get("status").and_then(Value::as_str) == Some("True")
-        });
-    running && ready && !meta::is_deleting(pod)
-}
-
-/// How many pods must stay healthy: minAvailable, or the expected count less maxUnavailable
-/// (percentages rounded up, as the disruption controller does).
-fn desired_healthy(pdb: &Value, expected: i64) -> Result<i64, String> {
-    let scaled = |value: &Value| -> Result<i64, String> {
-        match value {
-            Value::Number(number) => number
-                .as_i64()
-                .ok_or_else(|| format!("{number} is not an integer")),
-            Value::String(text) => {
-                let percent: i64 = text
-                    .strip_suffix('%')
-                    .and_then(|digits| digits.parse().ok())
-                    .ok_or_else(|| format!("{text:?} is neither an integer nor a percentage"))?;
-                Ok((percent * expected + 99) / 100)
-            }
-            other => Err(format!("{other} is neither an integer nor a percentage")),
-        }
-    };
-    match (
-        pdb.pointer("/spec/minAvailable"),
-        pdb.pointer("/spec/maxUnavailable"),
-    ) {
-        (Some(min), _) => scaled(min),
-        (None, Some(max)) => Ok((expected - scaled(max)?).max(0)),
-        (None, None) => Ok(1),
-    }
 }
 
 /// Sets a pod condition by type, replacing one of the same type.

@@ -147,6 +147,8 @@ pub struct State {
     dependents: HashMap<String, BTreeSet<(ResourceKey, ObjectKey)>>,
     changes: broadcast::Sender<Arc<Change>>,
     history_limit: usize,
+    /// Namespaces where a write may have changed a PodDisruptionBudget's figures.
+    pub(super) budgets_touched: BTreeSet<String>,
 }
 
 pub struct Store {
@@ -167,6 +169,7 @@ impl Store {
             dependents: HashMap::new(),
             changes,
             history_limit: settings.history.max(1),
+            budgets_touched: BTreeSet::new(),
         };
         Self {
             state: Mutex::new(state),
@@ -324,6 +327,7 @@ impl State {
             dependents: self.dependents.clone(),
             changes: broadcast::channel(1).0,
             history_limit: self.history_limit,
+            budgets_touched: BTreeSet::new(),
         }
     }
 
@@ -480,6 +484,11 @@ impl State {
     }
 
     fn commit(&mut self, change: Change) {
+        if super::budgets::affects_budgets(&change.resource)
+            && !self.budgets_touched.contains(&change.key.0)
+        {
+            self.budgets_touched.insert(change.key.0.clone());
+        }
         let change = Arc::new(change);
         self.history.push_back(change.clone());
         while self.history.len() > self.history_limit {

@@ -76,6 +76,15 @@ pub fn table(
         "columnDefinitions": definitions, "rows": rows})
 }
 
+/// An int-or-string field as kubectl prints it, `N/A` when unset.
+fn text_or_na(object: &Value, pointer: &str) -> Value {
+    match object.pointer(pointer) {
+        Some(Value::Number(number)) => json!(number.to_string()),
+        Some(Value::String(text)) => json!(text),
+        _ => json!("N/A"),
+    }
+}
+
 fn text(object: &Value, pointer: &str) -> Value {
     object.pointer(pointer).cloned().unwrap_or(json!("<none>"))
 }
@@ -163,6 +172,23 @@ fn columns(rt: &ResourceType, now: SystemTime) -> Vec<Column> {
                 json!(
                     deployment
                         .pointer("/status/availableReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                )
+            }),
+            age("Age"),
+        ],
+        ("policy", "poddisruptionbudgets") => vec![
+            name,
+            column("Min Available", "string", 0, |pdb| {
+                text_or_na(pdb, "/spec/minAvailable")
+            }),
+            column("Max Unavailable", "string", 0, |pdb| {
+                text_or_na(pdb, "/spec/maxUnavailable")
+            }),
+            column("Allowed Disruptions", "integer", 0, |pdb| {
+                json!(
+                    pdb.pointer("/status/disruptionsAllowed")
                         .and_then(Value::as_i64)
                         .unwrap_or(0)
                 )

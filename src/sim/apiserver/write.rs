@@ -67,7 +67,14 @@ impl Store {
             settings: &self.settings,
             now,
         };
-        action(&mut writer)
+        let result = action(&mut writer);
+        let touched = std::mem::take(&mut writer.state.budgets_touched);
+        if !touched.is_empty() {
+            writer.refresh_budget_status(&touched);
+            // The status writes touch their own namespaces; nothing more to recompute.
+            writer.state.budgets_touched.clear();
+        }
+        result
     }
 
     /// Like [`Store::write`], or on a throw-away copy of the state when `dry_run` (the
