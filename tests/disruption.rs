@@ -309,19 +309,34 @@ async fn blocked_consolidation(sim: &Sim, node: &str, why: &str) {
     assert!(nodes.iter().any(|n| n.name_any() == node), "the node stays");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_do_not_evict_pod_keeps_its_node() {
-    let sim = Sim::start().await;
+/// Six 1-cpu `web` pods (with these annotations, and a budget keeping one when `budget`) on
+/// one node of a provisioner that consolidates; returns the controller and the node.
+async fn six_web_pods_on_one_node(
+    sim: &Sim,
+    annotations: Value,
+    budget: bool,
+) -> (Controller, String) {
     sim.apply_provisioner(on_demand(json!({"consolidation": {"enabled": true}})))
         .await;
-    deployment(&sim, "web", 6, "1", json!({labels::DO_NOT_EVICT: "true"})).await;
+    deployment(sim, "web", 6, "1", annotations).await;
+    if budget {
+        sim.add_pdb("web", 1).await;
+    }
     sim.unschedulable_pods(6).await;
     let controller = sim.controller();
-    let node = settled_on(&sim, "web", 6)
+    let node = settled_on(sim, "web", 6)
         .await
         .into_iter()
         .next()
         .expect("a node");
+    (controller, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_not_evict_pod_keeps_its_node() {
+    let sim = Sim::start().await;
+    let (controller, node) =
+        six_web_pods_on_one_node(&sim, json!({labels::DO_NOT_EVICT: "true"}), false).await;
     blocked_consolidation(&sim, &node, "karpenter.sh/do-not-evict").await;
     controller.stop().await;
     sim.stop().await;
@@ -330,16 +345,7 @@ async fn a_do_not_evict_pod_keeps_its_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_do_not_consolidate_node_stays() {
     let sim = Sim::start().await;
-    sim.apply_provisioner(on_demand(json!({"consolidation": {"enabled": true}})))
-        .await;
-    deployment(&sim, "web", 6, "1", json!({})).await;
-    sim.unschedulable_pods(6).await;
-    let controller = sim.controller();
-    let node = settled_on(&sim, "web", 6)
-        .await
-        .into_iter()
-        .next()
-        .expect("a node");
+    let (controller, node) = six_web_pods_on_one_node(&sim, json!({}), false).await;
     Api::<Node>::all(sim.client.clone())
         .patch(
             &node,
@@ -358,17 +364,7 @@ async fn a_do_not_consolidate_node_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_with_no_disruption_left_keeps_its_node() {
     let sim = Sim::start().await;
-    sim.apply_provisioner(on_demand(json!({"consolidation": {"enabled": true}})))
-        .await;
-    deployment(&sim, "web", 6, "1", json!({})).await;
-    sim.add_pdb("web", 1).await;
-    sim.unschedulable_pods(6).await;
-    let controller = sim.controller();
-    let node = settled_on(&sim, "web", 6)
-        .await
-        .into_iter()
-        .next()
-        .expect("a node");
+    let (controller, node) = six_web_pods_on_one_node(&sim, json!({}), true).await;
     // One pod left and a budget keeping one: moving it to a cheaper node would break the budget.
     blocked_consolidation(&sim, &node, "allows no disruption of pod").await;
     controller.stop().await;
