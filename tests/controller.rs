@@ -155,6 +155,35 @@ async fn pods_whose_machine_could_not_be_created_go_to_the_next_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    let controller = sim.controller();
+    sim.eventually("the controller runs", || async {
+        controller.is_running().then_some(())
+    })
+    .await;
+    // Every watch stream ends and the next pod watches are refused for a while.
+    sim.server.fail_requests("watch", "pods", 4);
+    sim.server.end_watches();
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+
+    let running = sim.running_pods(4).await;
+    let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let refused = sim
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "watch" && r.resource == "pods" && r.status == 500)
+        .count();
+    assert!(refused > 0, "the watches were really down");
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold_across_batches_and_the_pods_left_over_are_told_why() {
     let sim = Sim::start().await;
     let controller = sim.controller();

@@ -141,6 +141,41 @@ async fn watch_ends_after_its_timeout() {
 }
 
 #[tokio::test]
+async fn ended_watches_close_and_a_resumed_watch_misses_nothing() {
+    let server = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(client(&server));
+    let first = create_pod(&pods, pod("before", json!({}))).await;
+    let stream = pods
+        .watch(
+            &WatchParams::default(),
+            &resource_version(&first).to_string(),
+        )
+        .await
+        .expect("watching");
+    server.end_watches();
+    let events = timeout(PATIENCE, stream.collect::<Vec<_>>())
+        .await
+        .expect("the stream ends when the server ends it");
+    assert!(events.is_empty(), "{events:?}");
+    // Written while nobody watched; a watch from the last version seen replays it.
+    create_pod(&pods, pod("during", json!({}))).await;
+    let resumed = pods
+        .watch(
+            &WatchParams::default(),
+            &resource_version(&first).to_string(),
+        )
+        .await
+        .expect("watching again");
+    let mut resumed = Box::pin(resumed);
+    let event = timeout(PATIENCE, resumed.try_next())
+        .await
+        .expect("an event")
+        .expect("no error")
+        .expect("the stream is open");
+    assert_eq!(describe(&event), ("ADDED".into(), "during".into()));
+}
+
+#[tokio::test]
 async fn watch_from_a_compacted_version_is_gone() {
     let server = server_with(|config| config.event_history = 5).await;
     let client = client(&server);

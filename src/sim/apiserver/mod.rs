@@ -217,6 +217,7 @@ impl ApiServer {
             store,
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            watch_cut: signal::channel(0).0,
             address: address.to_string(),
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown_signal.clone(),
@@ -296,6 +297,12 @@ impl ApiServer {
             resource: resource.to_string(),
             remaining: times,
         });
+    }
+
+    /// Ends every open watch stream, as an API server restart or a proxy's idle timeout does;
+    /// clients reconnect from the last resourceVersion they saw.
+    pub fn end_watches(&self) {
+        self.app.watch_cut.send_modify(|cuts| *cuts += 1);
     }
 
     /// Every request answered so far, oldest first.

@@ -34,6 +34,8 @@ pub struct App {
     pub address: String,
     pub bookmark_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// Bumped to end every open watch stream.
+    pub watch_cut: watch::Sender<u64>,
 }
 
 /// The next `remaining` requests with this RBAC verb on this resource fail with a 500.
@@ -419,6 +421,7 @@ fn watch(app: &App, resource: &ResourceRoute, params: &Params) -> Result<Respons
         watch_params,
         app.bookmark_interval,
         app.shutdown.clone(),
+        app.watch_cut.subscribe(),
     );
     Ok((
         StatusCode::OK,

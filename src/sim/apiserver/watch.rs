@@ -39,6 +39,7 @@ pub fn start(
     params: WatchParams,
     bookmark_interval: Duration,
     shutdown: watch::Receiver<bool>,
+    cut: watch::Receiver<u64>,
 ) -> Body {
     let started = store.watch(rt, &filter, params.from);
     let (lines, receiver) = mpsc::channel::<Bytes>(LINES_BUFFERED);
@@ -72,7 +73,7 @@ pub fn start(
         started.receiver,
         params,
         bookmark_interval,
-        shutdown,
+        (shutdown, cut),
     ));
     body
 }
@@ -92,7 +93,7 @@ impl Watcher {
         mut changes: broadcast::Receiver<Arc<Change>>,
         params: WatchParams,
         bookmark_interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        (mut shutdown, mut cut): (watch::Receiver<bool>, watch::Receiver<u64>),
     ) {
         for (event, object) in initial {
             if !self.send(event.as_str(), object).await {
@@ -115,6 +116,7 @@ impl Watcher {
             tokio::select! {
                 _ = self.lines.closed() => return,
                 _ = shutdown.changed() => return,
+                _ = cut.changed() => return,
                 _ = sleep_until(deadline) => return,
                 _ = ticker.tick(), if params.bookmarks => {
                     let bookmark = self.bookmark(false);
