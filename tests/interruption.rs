@@ -407,14 +407,10 @@ async fn a_message_whose_action_failed_stays_queued_and_is_acted_on_when_it_come
         sim.clock.now(),
     )));
 
-    let failed_delete = |r: &nodewright::sim::RequestRecord| {
-        r.verb == "delete" && r.resource == "nodes" && r.status == 500
-    };
     sim.eventually("the node delete fails", || async {
         sim.server
-            .requests()
-            .iter()
-            .any(failed_delete)
+            .statuses("delete", "nodes")
+            .contains(&500)
             .then_some(())
     })
     .await;

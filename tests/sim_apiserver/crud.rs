@@ -390,12 +390,7 @@ async fn injected_failures_answer_500_the_given_number_of_times_and_change_nothi
     pods.delete("web", &Default::default())
         .await
         .expect("served once the failures are used up");
-    let statuses: Vec<u16> = server
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "delete" && r.resource == "pods")
-        .map(|r| r.status)
-        .collect();
+    let statuses = server.statuses("delete", "pods");
     assert_eq!(statuses.first().copied(), Some(500));
     assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 2);
     assert!(matches!(statuses.last(), Some(200 | 202)), "{statuses:?}");

@@ -310,6 +310,15 @@ impl ApiServer {
         lock(&self.app.log).clone()
     }
 
+    /// The HTTP status of every answered request of `verb` on `resource`, oldest first.
+    pub fn statuses(&self, verb: &str, resource: &str) -> Vec<u16> {
+        lock(&self.app.log)
+            .iter()
+            .filter(|r| r.verb == verb && r.resource == resource)
+            .map(|r| r.status)
+            .collect()
+    }
+
     /// The newest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.app.store.resource_version()

@@ -73,7 +73,8 @@ pub fn start(
         started.receiver,
         params,
         bookmark_interval,
-        (shutdown, cut),
+        shutdown,
+        cut,
     ));
     body
 }
@@ -93,7 +94,8 @@ impl Watcher {
         mut changes: broadcast::Receiver<Arc<Change>>,
         params: WatchParams,
         bookmark_interval: Duration,
-        (mut shutdown, mut cut): (watch::Receiver<bool>, watch::Receiver<u64>),
+        mut shutdown: watch::Receiver<bool>,
+        mut cut: watch::Receiver<u64>,
     ) {
         for (event, object) in initial {
             if !self.send(event.as_str(), object).await {
