@@ -7,6 +7,7 @@ mod support;
 use kube::ResourceExt;
 use nodewright::apis::common::find_condition;
 use nodewright::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};
+use nodewright::controllers::context::USER_AGENT;
 use nodewright_scheduling::labels;
 use serde_json::json;
 
@@ -161,20 +162,33 @@ async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
         controller.is_running().then_some(())
     })
     .await;
-    // Every watch stream ends and the next pod watches are refused for a while.
-    sim.server.fail_requests("watch", "pods", 4);
+    // Every watch stream ends and the controller's pod watches are refused until the whole
+    // burst is waiting; the simulated scheduler keeps its watches.
+    sim.server
+        .fail_requests_from(USER_AGENT, "watch", "pods", usize::MAX);
     sim.server.end_watches();
     sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    sim.eventually("the controller's pod watch is refused", || async {
+        controller_pod_watch_refused(&sim).then_some(())
+    })
+    .await;
+    sim.server.clear_faults();
 
     let running = sim.running_pods(4).await;
     let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
-    assert!(
-        sim.server.statuses("watch", "pods").contains(&500),
-        "the watches were really down"
-    );
+    assert_eq!(nodes.len(), 1, "one batch, one node: {nodes:?}");
     controller.stop().await;
     sim.stop().await;
+}
+
+fn controller_pod_watch_refused(sim: &Sim) -> bool {
+    sim.server.requests().iter().any(|request| {
+        request.user_agent.as_deref() == Some(USER_AGENT)
+            && request.verb == "watch"
+            && request.resource == "pods"
+            && request.status == 500
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,9 +42,11 @@ pub struct ControllerArgs {
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let settings = args.settings;
     settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let kube_config = kube::Config::infer()
-        .await
-        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let kube_config = crate::controllers::context::identified(
+        kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?,
+    );
     let cluster_url = kube_config.cluster_url.to_string();
     let namespace = args
         .system_namespace

@@ -32,6 +32,19 @@ pub struct Context {
     instance_types: Mutex<Arc<InstanceTypesByProvisioner>>,
 }
 
+/// What the controller's requests name themselves: kube sends no User-Agent, so without one an
+/// API server's audit log and request metrics could not tell the controller from other clients.
+pub const USER_AGENT: &str = concat!("nodewright/", env!("CARGO_PKG_VERSION"));
+
+/// `config` with [`USER_AGENT`] on every request it makes.
+pub fn identified(mut config: kube::Config) -> kube::Config {
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
+}
+
 /// A client for calls whose 429 is an answer rather than throttling: an eviction refused by a
 /// disruption budget. kube's default client retries a 429 up to 15 times with growing waits,
 /// which would hold a drain; and a retry that lands after the caller stopped waiting evicts a

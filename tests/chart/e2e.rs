@@ -1,6 +1,7 @@
 //! The controller end to end against the simulated API server, with its own client (its own
-//! User-Agent, so the simulated scheduler's and kubelets' requests are told apart): every request
-//! it makes through provisioning, emptiness and a drain must be allowed by the chart's RBAC.
+//! User-Agent, as in a cluster, so the simulated scheduler's and kubelets' requests are told
+//! apart): every request it makes through provisioning, emptiness and a drain must be allowed by
+//! the chart's RBAC.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use nodewright::apis::{Machine, Provisioner};
 use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::CloudProvider;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
+use nodewright::controllers::context::{USER_AGENT, identified};
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, LeaseSettings};
 use nodewright::metrics::Metrics;
@@ -27,7 +29,6 @@ use tokio::time::{sleep, timeout};
 use crate::rbac::{Grants, Request};
 use crate::render::{NAMESPACE, render};
 
-const CONTROLLER_AGENT: &str = "nodewright-controller-under-rbac-test";
 /// A safety net for waits on observable conditions; never a synchronisation device.
 const PATIENCE: Duration = Duration::from_secs(300);
 const SPEED: f64 = 40.0;
@@ -172,11 +173,7 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
     let cluster = Cluster {
         client: server.client().expect("a client"),
     };
-    let mut controller_config = server.kube_config().expect("a client configuration");
-    controller_config.headers.push((
-        axum::http::header::USER_AGENT,
-        axum::http::HeaderValue::from_static(CONTROLLER_AGENT),
-    ));
+    let controller_config = identified(server.kube_config().expect("a client configuration"));
     let controller_client = Client::try_from(controller_config).expect("the controller's client");
 
     let prices = std::fs::read_to_string(data_dir().join("prices-us-east-1.json"))
@@ -287,7 +284,7 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
     let records: Vec<RequestRecord> = server
         .requests()
         .into_iter()
-        .filter(|r| r.user_agent.as_deref() == Some(CONTROLLER_AGENT))
+        .filter(|r| r.user_agent.as_deref() == Some(USER_AGENT))
         .collect();
     let mut seen: Vec<String> = records
         .iter()
@@ -347,7 +344,7 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
     let others = server
         .requests()
         .iter()
-        .filter(|r| r.user_agent.as_deref() != Some(CONTROLLER_AGENT))
+        .filter(|r| r.user_agent.as_deref() != Some(USER_AGENT))
         .count();
     assert!(
         others > 0,

@@ -13,7 +13,7 @@ use nodewright::apis::{Machine, Provisioner};
 use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
-use nodewright::controllers::context::client_without_retries;
+use nodewright::controllers::context::{client_without_retries, identified};
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
@@ -40,7 +40,10 @@ fn data_dir() -> PathBuf {
 
 pub struct Sim {
     pub server: ApiServer,
+    /// The test's and the simulated cluster's client.
     pub client: Client,
+    /// The controller's own client, with its User-Agent (what `nodewright controller` builds).
+    pub controller_client: Client,
     /// Evicts without retrying 429, as `nodewright controller` does.
     pub evictions: Client,
     pub clock: Arc<ScaledClock>,
@@ -121,8 +124,10 @@ impl Sim {
         .await
         .expect("the API server starts");
         let client = server.client().expect("a client");
-        let evictions = client_without_retries(server.kube_config().expect("a config"))
-            .expect("an eviction client");
+        let controller_config = identified(server.kube_config().expect("a config"));
+        let controller_client =
+            Client::try_from(controller_config.clone()).expect("the controller's client");
+        let evictions = client_without_retries(controller_config).expect("an eviction client");
         let prices = std::fs::read_to_string(data_dir().join("prices-us-east-1.json"))
             .expect("the shared price table is readable");
         let prices = PriceTable::from_json(&prices).expect("the price table parses");
@@ -140,6 +145,7 @@ impl Sim {
         ];
         Sim {
             server,
+            controller_client,
             evictions,
             client,
             clock,
@@ -167,7 +173,7 @@ impl Sim {
     pub fn controller_with(&self, settings: Settings, leader: watch::Receiver<bool>) -> Controller {
         let metrics = Arc::new(Metrics::new().expect("metrics register"));
         let manager = Manager::new(
-            self.client.clone(),
+            self.controller_client.clone(),
             self.cloud.clone(),
             self.clock.clone(),
             settings,
@@ -209,7 +215,7 @@ impl Sim {
             retry_period: Duration::from_millis(200),
             ..LeaseSettings::new("kube-system")
         };
-        let leadership = leader::spawn(self.client.clone(), lease, async move {
+        let leadership = leader::spawn(self.controller_client.clone(), lease, async move {
             let mut stopped = election_stopped;
             let _ = stopped.wait_for(|s| *s).await;
         })

@@ -133,7 +133,7 @@ impl InterruptionController {
             .expect("interruption metrics register")
             .with_wait(TEST_WAIT);
         let manager = Manager::new(
-            sim.client.clone(),
+            sim.controller_client.clone(),
             sim.cloud.clone(),
             sim.clock.clone(),
             settings,

@@ -6,6 +6,7 @@ use kube::Resource;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use nodewright::apis::Provisioner;
+use nodewright::controllers::context::{USER_AGENT, identified};
 use serde_json::json;
 
 use crate::support::{api_error, client, create_pod, pod, raw, resource_version, server};
@@ -394,4 +395,26 @@ async fn injected_failures_answer_500_the_given_number_of_times_and_change_nothi
     assert_eq!(statuses.first().copied(), Some(500));
     assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 2);
     assert!(matches!(statuses.last(), Some(200 | 202)), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn failures_injected_for_one_user_agent_spare_the_others_until_cleared() {
+    let server = server().await;
+    let everyone: Api<Pod> = Api::default_namespaced(client(&server));
+    let controller: Api<Pod> = Api::default_namespaced(
+        kube::Client::try_from(identified(server.kube_config().expect("a config")))
+            .expect("the controller's client"),
+    );
+    create_pod(&everyone, pod("web", json!({}))).await;
+    server.fail_requests_from(USER_AGENT, "get", "pods", usize::MAX);
+    for _ in 0..3 {
+        let (code, _) = api_error(controller.get("web").await);
+        assert_eq!(code, 500);
+        assert!(
+            everyone.get("web").await.is_ok(),
+            "another client is served"
+        );
+    }
+    server.clear_faults();
+    assert!(controller.get("web").await.is_ok(), "served once cleared");
 }

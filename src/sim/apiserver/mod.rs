@@ -292,7 +292,24 @@ impl ApiServer {
     /// delete, …) on `resource` (a plural such as `nodes`) with 500 InternalError, without
     /// serving them: how a test makes the API fail where it wants.
     pub fn fail_requests(&self, verb: &str, resource: &str, times: usize) {
+        self.add_fault(None, verb, resource, times);
+    }
+
+    /// [`ApiServer::fail_requests`] for one client only: requests whose User-Agent is
+    /// `user_agent`. The simulated scheduler and kubelets share the API server with the
+    /// controller; this fails the controller's calls and lets the cluster go on.
+    pub fn fail_requests_from(&self, user_agent: &str, verb: &str, resource: &str, times: usize) {
+        self.add_fault(Some(user_agent), verb, resource, times);
+    }
+
+    /// Drops every injected failure not used up yet: the API recovers.
+    pub fn clear_faults(&self) {
+        lock(&self.app.faults).clear();
+    }
+
+    fn add_fault(&self, user_agent: Option<&str>, verb: &str, resource: &str, times: usize) {
         lock(&self.app.faults).push(router::Fault {
+            user_agent: user_agent.map(str::to_string),
             verb: verb.to_string(),
             resource: resource.to_string(),
             remaining: times,

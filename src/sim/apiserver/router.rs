@@ -41,6 +41,8 @@ pub struct App {
 /// The next `remaining` requests with this RBAC verb on this resource fail with a 500.
 #[derive(Debug, Clone)]
 pub struct Fault {
+    /// Only requests with this User-Agent; any request when `None`.
+    pub user_agent: Option<String>,
     pub verb: String,
     pub resource: String,
     pub remaining: usize,
@@ -51,7 +53,10 @@ impl App {
     fn take_fault(&self, record: &RequestRecord) -> Option<ApiError> {
         let mut faults = lock(&self.faults);
         let fault = faults.iter_mut().find(|fault| {
-            fault.remaining > 0 && fault.verb == record.verb && fault.resource == record.resource
+            fault.remaining > 0
+                && fault.verb == record.verb
+                && fault.resource == record.resource
+                && (fault.user_agent.is_none() || fault.user_agent == record.user_agent)
         })?;
         fault.remaining -= 1;
         Some(ApiError::internal(format!(

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{ControllerHook, ControllerParts};
 use crate::clock::Clock;
-use crate::controllers::context::client_without_retries;
+use crate::controllers::context::{client_without_retries, identified};
 use crate::controllers::manager::Manager;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -42,14 +42,18 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
                     return;
                 }
             };
-            let evictions = match client_without_retries(parts.kube_config.clone()) {
-                Ok(client) => client,
+            // Its own clients, as in a cluster: its requests carry its User-Agent.
+            let kube_config = identified(parts.kube_config);
+            let clients = kube::Client::try_from(kube_config.clone())
+                .and_then(|client| Ok((client, client_without_retries(kube_config)?)));
+            let (client, evictions) = match clients {
+                Ok(clients) => clients,
                 Err(error) => {
-                    tracing::error!(%error, "cannot build the eviction client; no controller runs");
+                    tracing::error!(%error, "cannot build the controller's clients; no controller runs");
                     return;
                 }
             };
-            let manager = Manager::new(parts.client, parts.cloud, parts.clock, settings, metrics)
+            let manager = Manager::new(client, parts.cloud, parts.clock, settings, metrics)
                 .with_eviction_client(evictions);
             let (_leading, leader) = watch::channel(true);
             manager.run(leader, parts.shutdown).await;
