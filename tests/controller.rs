@@ -131,7 +131,8 @@ async fn pods_whose_machine_could_not_be_created_go_to_the_next_batch() {
         .await;
     sim.add_pods("inflate", 4, "1", json!({})).await;
     sim.unschedulable_pods(4).await;
-    sim.server.fail_requests("create", "machines", 1);
+    sim.server
+        .fail_requests_from(USER_AGENT, "create", "machines", 1);
     let controller = sim.controller();
 
     let running = sim.running_pods(4).await;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use nodewright::cloudprovider::Clock;
 use nodewright::cloudprovider::aws::sqs::{InMemoryQueue, Queue};
+use nodewright::controllers::context::USER_AGENT;
 use nodewright_scheduling::labels;
 use serde_json::json;
 
@@ -400,7 +401,8 @@ async fn a_message_whose_action_failed_stays_queued_and_is_acted_on_when_it_come
     let queue = Arc::new(InMemoryQueue::new());
     let (controller, node) = one_node_running_web(&sim, 1, queue.clone()).await;
     let name = node.metadata.name.clone().expect("named");
-    sim.server.fail_requests("delete", "nodes", 1);
+    sim.server
+        .fail_requests_from(USER_AGENT, "delete", "nodes", 1);
     let id = queue.send(Some(state_change(
         &instance_of(&node),
         "terminated",
