@@ -1,0 +1,297 @@
+//! The controller keeps its promises through faults: a refused API call, lost watches, a crash
+//! mid-launch or mid-drain, a leader that stops, an instance nobody recorded.
+
+use nodewright::controllers::context::USER_AGENT;
+use serde_json::json;
+
+use crate::support::{self, Sim, node_of, provisioner};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_whose_machine_could_not_be_created_go_to_the_next_batch() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    sim.server
+        .fail_requests_from(USER_AGENT, "create", "machines", 1);
+    let controller = sim.controller();
+
+    let running = sim.running_pods(4).await;
+    let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(
+        sim.server.statuses("create", "machines"),
+        [500, 201],
+        "one refused, one retried"
+    );
+    assert_eq!(sim.machines().await.len(), 1);
+    assert_eq!(
+        sim.instances().await.len(),
+        1,
+        "nothing launched for the refused machine"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    let controller = sim.controller();
+    sim.eventually("the controller runs", || async {
+        controller.is_running().then_some(())
+    })
+    .await;
+    // Every watch stream ends and the controller's pod watches are refused until the whole
+    // burst is waiting; the simulated scheduler keeps its watches.
+    sim.server
+        .fail_requests_from(USER_AGENT, "watch", "pods", usize::MAX);
+    sim.server.end_watches();
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    sim.eventually("the controller's pod watch is refused", || async {
+        controller_pod_watch_refused(&sim).then_some(())
+    })
+    .await;
+    sim.server.clear_faults();
+
+    let running = sim.running_pods(4).await;
+    let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
+    assert_eq!(nodes.len(), 1, "one batch, one node: {nodes:?}");
+    controller.stop().await;
+    sim.stop().await;
+}
+
+fn controller_pod_watch_refused(sim: &Sim) -> bool {
+    sim.server.requests().iter().any(|request| {
+        request.user_agent.as_deref() == Some(USER_AGENT)
+            && request.verb == "watch"
+            && request.resource == "pods"
+            && request.status == 500
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_crashes_around_a_launch_never_buys_twice() {
+    use nodewright::cloudprovider::fake::FakeCall;
+    use nodewright::cloudprovider::{CloudProvider, LaunchRequest, NodeTemplate};
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    // The first controller records the machine, but every launch of it fails ...
+    sim.cloud.fail_next(FakeCall::Create, "InternalError", 1000);
+    sim.add_pods("inflate", 2, "1", json!({})).await;
+    sim.unschedulable_pods(2).await;
+    let first = sim.controller();
+    let machine = sim
+        .eventually("the first controller records a machine", || async {
+            sim.machines().await.into_iter().next()
+        })
+        .await;
+    // ... and it dies.
+    first.kill();
+    assert!(sim.instances().await.is_empty(), "nothing launched yet");
+    // Suppose its last launch did reach EC2 just before it died, unrecorded.
+    sim.cloud.clear_failures(FakeCall::Create);
+    let provider = nodewright::apis::node_template::AwsProvider::default();
+    let spec: nodewright::apis::Provisioner = kube::Api::all(sim.client.clone())
+        .get("default")
+        .await
+        .expect("provisioner");
+    let template = NodeTemplate::from_provider(spec.spec.provider.as_ref().unwrap_or(&provider))
+        .expect("the tutorial's provider is usable");
+    let request = LaunchRequest::from_machine(&machine, template).expect("a launch request");
+    let orphan = sim
+        .cloud
+        .create(&request)
+        .await
+        .expect("the launch reaches the cloud");
+
+    let second = sim.controller();
+    sim.running_pods(2).await;
+    let instances = sim.instances().await;
+    assert_eq!(instances.len(), 1, "exactly one instance: {instances:?}");
+    let machines = sim.machines().await;
+    assert_eq!(
+        machines.len(),
+        1,
+        "the restarted controller reuses the machine"
+    );
+    let status = machines[0].status.clone().unwrap_or_default();
+    assert_eq!(
+        status.provider_id.as_deref(),
+        Some(orphan.provider_id.as_str())
+    );
+    second.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_stops() {
+    let sim = Sim::start().await;
+    let first = sim.replica("replica-a");
+    let second = sim.replica("replica-b");
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    let leader_runs = sim
+        .eventually("one replica runs its loops", || async {
+            match (first.is_running(), second.is_running()) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => None,
+            }
+        })
+        .await;
+    let (leader, standby) = if leader_runs {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    sim.add_pods("before", 2, "1", json!({})).await;
+    sim.running_pods(2).await;
+    assert!(!standby.is_running(), "the standby does not act");
+    assert_eq!(
+        support::metric_value(
+            &standby.metrics.encode().expect("metrics"),
+            "karpenter_machines_created_total",
+            "provisioner"
+        ),
+        None,
+        "the standby created no machine"
+    );
+
+    leader.stop().await;
+    sim.eventually("the standby takes over", || async {
+        standby.is_running().then_some(())
+    })
+    .await;
+    // Pods that need a new node: the new leader provisions them.
+    sim.add_pods("after", 2, "6", json!({})).await;
+    sim.running_pods(4).await;
+    let created = support::metric_value(
+        &standby.metrics.encode().expect("metrics"),
+        "karpenter_machines_created_total",
+        "provisioner=\"default\"",
+    );
+    assert!(
+        created.is_some_and(|n| n >= 1.0),
+        "the new leader created machines: {created:?}"
+    );
+    standby.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_launched_behind_the_controllers_back_is_collected() {
+    use nodewright::cloudprovider::{CloudProvider, LaunchRequest};
+
+    let sim = Sim::start().await;
+    let leaked = sim
+        .cloud
+        .create(&LaunchRequest {
+            machine_name: "launched-by-hand".to_string(),
+            machine_uid: "no-machine-has-this-uid".to_string(),
+            provisioner_name: "default".to_string(),
+            instance_types: vec!["m5.large".to_string()],
+            ..LaunchRequest::default()
+        })
+        .await
+        .expect("the fake cloud launches it");
+    let controller = sim.controller();
+    sim.eventually("the leaked instance is terminated", || async {
+        let live = sim.instances().await;
+        (!live.iter().any(|i| i.instance_id == leaked.instance_id)).then_some(())
+    })
+    .await;
+    let collected = sim
+        .metric(
+            &controller.metrics,
+            "karpenter_machines_terminated_total",
+            "reason=\"garbage_collection\"",
+        )
+        .await;
+    assert_eq!(collected, 1.0);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_drain_resumes_it_and_the_finalizer_holds_the_node() {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("web", 2, "1").await;
+    sim.unschedulable_pods(2).await;
+    let first = sim.controller();
+    let running = sim.running_pods(2).await;
+    let old_node = node_of(&running[0]).expect("bound");
+    let old_instance = sim.instances().await[0].instance_id.clone();
+    // No pod may go: the drain stalls.
+    sim.add_pdb("web", 2).await;
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    nodes
+        .delete(&old_node, &DeleteParams::default())
+        .await
+        .expect("the node is marked for deletion");
+    sim.eventually("the node is cordoned", || async {
+        let node = nodes.get(&old_node).await.ok()?;
+        node.spec?.unschedulable.filter(|u| *u)
+    })
+    .await;
+    sim.wait(std::time::Duration::from_secs(30)).await;
+    first.kill();
+    sim.wait(std::time::Duration::from_secs(60)).await;
+    let held = nodes
+        .get(&old_node)
+        .await
+        .expect("the finalizer holds the node");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(
+        sim.instances()
+            .await
+            .iter()
+            .any(|i| i.instance_id == old_instance),
+        "the instance runs until the node is drained"
+    );
+    // The budget relaxes and a new controller takes over the drain.
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(sim.client.clone());
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 1}})),
+    )
+    .await
+    .expect("the PDB is relaxed");
+    let second = sim.controller();
+    sim.eventually("the drain resumes and the node goes", || async {
+        nodes.get_opt(&old_node).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        !sim.instances()
+            .await
+            .iter()
+            .any(|i| i.instance_id == old_instance),
+        "its instance is terminated"
+    );
+    sim.eventually("both pods run elsewhere", || async {
+        let elsewhere = sim
+            .pods()
+            .await
+            .iter()
+            .filter(|p| support::phase(p) == "Running" && node_of(p).is_some_and(|n| n != old_node))
+            .count();
+        (elsewhere == 2).then_some(())
+    })
+    .await;
+    second.stop().await;
+    sim.stop().await;
+}

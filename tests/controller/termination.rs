@@ -1,0 +1,178 @@
+//! Nodes leave in order: cordoned, drained within disruption budgets, terminated, then removed.
+
+use kube::ResourceExt;
+use nodewright_scheduling::labels;
+use serde_json::json;
+
+use crate::support::{self, Sim, label, node_of, provisioner};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams};
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
+        .await;
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    let controller = sim.controller();
+    sim.running_pods(4).await;
+    let node = sim
+        .eventually("the node is initialized", || async {
+            sim.nodes()
+                .await
+                .into_iter()
+                .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
+        })
+        .await;
+    let node_name = node.metadata.name.clone().unwrap_or_default();
+    // A busy node is never marked empty.
+    sim.wait(std::time::Duration::from_secs(40)).await;
+    let busy = sim.nodes().await;
+    assert!(
+        busy.iter()
+            .all(|n| !n.annotations().contains_key(labels::EMPTINESS_TIMESTAMP)),
+        "a node running pods carries no emptiness timestamp"
+    );
+    let pods: Api<Pod> = Api::default_namespaced(sim.client.clone());
+    for i in 0..4 {
+        pods.delete(&format!("inflate-{i}"), &DeleteParams::default())
+            .await
+            .expect("the pod is deleted");
+    }
+    let marked = sim
+        .eventually("the empty node gets its timestamp", || async {
+            sim.nodes()
+                .await
+                .into_iter()
+                .find(|n| n.annotations().contains_key(labels::EMPTINESS_TIMESTAMP))
+        })
+        .await;
+    assert_eq!(marked.metadata.name.as_deref(), Some(node_name.as_str()));
+    sim.eventually("the node is gone", || async {
+        sim.nodes().await.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        sim.instances().await.is_empty(),
+        "the instance is terminated"
+    );
+    sim.eventually("the machine is gone", || async {
+        sim.machines().await.is_empty().then_some(())
+    })
+    .await;
+    let terminated = sim
+        .metric(
+            &controller.metrics,
+            "karpenter_nodes_terminated_total",
+            "reason=\"emptiness\"",
+        )
+        .await;
+    assert_eq!(terminated, 1.0);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pdb() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, DeleteParams};
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.add_deployment("web", 2, "1").await;
+    sim.unschedulable_pods(2).await;
+    let controller = sim.controller();
+    let running = sim.running_pods(2).await;
+    let old_node = node_of(&running[0]).expect("bound");
+    let old_instance = sim
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.metadata.name.as_deref() == Some(old_node.as_str()))
+        .and_then(|n| n.spec?.provider_id)
+        .expect("the node has a provider id");
+    sim.add_pdb("web", 1).await;
+
+    // Watch the number of running web pods from now on.
+    let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    let watcher = {
+        let fewest = fewest.clone();
+        let client = sim.client.clone();
+        tokio::spawn(async move {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client);
+            loop {
+                if let Ok(list) = pods.list(&Default::default()).await {
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            support::phase(p) == "Running"
+                                && p.metadata.deletion_timestamp.is_none()
+                        })
+                        .count();
+                    fewest.fetch_min(ready, Ordering::SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    nodes
+        .delete(&old_node, &DeleteParams::default())
+        .await
+        .expect("the node is marked for deletion");
+    sim.eventually("a replacement machine is created", || async {
+        (sim.machines().await.len() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        sim.nodes()
+            .await
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(old_node.as_str())),
+        "the replacement is launched while the old node still exists"
+    );
+    sim.eventually(
+        "the old node is gone and both pods run elsewhere",
+        || async {
+            let gone = !sim
+                .nodes()
+                .await
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(old_node.as_str()));
+            let elsewhere = sim
+                .pods()
+                .await
+                .iter()
+                .filter(|p| {
+                    support::phase(p) == "Running" && node_of(p).is_some_and(|n| n != old_node)
+                })
+                .count();
+            (gone && elsewhere == 2).then_some(())
+        },
+    )
+    .await;
+    watcher.abort();
+    assert!(
+        fewest.load(Ordering::SeqCst) >= 1,
+        "the PDB (minAvailable 1) was never broken"
+    );
+    // One replacement usually, two when the drain's first eviction beat the replacement's
+    // batch (its pod then waits apart): either way the old instance is gone.
+    assert!(
+        !sim.instances()
+            .await
+            .iter()
+            .any(|i| i.provider_id == old_instance),
+        "the old instance is terminated"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
