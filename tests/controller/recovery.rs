@@ -2,6 +2,7 @@
 //! mid-launch or mid-drain, a leader that stops, an instance nobody recorded.
 
 use nodewright::controllers::context::USER_AGENT;
+use nodewright::sim::{ApiServerConfig, RequestRecord};
 use serde_json::json;
 
 use crate::support::{self, Sim, node_of, provisioner};
@@ -38,6 +39,36 @@ async fn pods_whose_machine_could_not_be_created_go_to_the_next_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
     let sim = Sim::start().await;
+    pods_created_while_the_controllers_pod_watch_is_refused_run_on_one_node(&sim).await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_watch_that_comes_back_after_its_history_is_gone_relists_and_provisions() {
+    // A history shorter than the burst's changes: the controller's resume answers 410 Gone.
+    let sim = Sim::start_on(ApiServerConfig {
+        event_history: 4,
+        ..ApiServerConfig::default()
+    })
+    .await;
+    pods_created_while_the_controllers_pod_watch_is_refused_run_on_one_node(&sim).await;
+    let controller_lists = |requests: &[RequestRecord]| {
+        requests
+            .iter()
+            .filter(|r| r.user_agent.as_deref() == Some(USER_AGENT))
+            .filter(|r| r.verb == "list" && r.resource == "pods")
+            .count()
+    };
+    assert!(
+        controller_lists(&sim.server.requests()) >= 2,
+        "the controller listed its pods again"
+    );
+    sim.stop().await;
+}
+
+/// Ends every watch and refuses the controller's pod watches until a burst of four pods waits
+/// (the simulated scheduler keeps its watches); then the four run on one node.
+async fn pods_created_while_the_controllers_pod_watch_is_refused_run_on_one_node(sim: &Sim) {
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     let controller = sim.controller();
@@ -45,15 +76,13 @@ async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
         controller.is_running().then_some(())
     })
     .await;
-    // Every watch stream ends and the controller's pod watches are refused until the whole
-    // burst is waiting; the simulated scheduler keeps its watches.
     sim.server
         .fail_requests_from(USER_AGENT, "watch", "pods", usize::MAX);
     sim.server.end_watches();
     sim.add_pods("inflate", 4, "1", json!({})).await;
     sim.unschedulable_pods(4).await;
     sim.eventually("the controller's pod watch is refused", || async {
-        controller_pod_watch_refused(&sim).then_some(())
+        controller_pod_watch_refused(sim).then_some(())
     })
     .await;
     sim.server.clear_faults();
@@ -62,7 +91,6 @@ async fn pods_that_arrive_while_the_watches_are_down_are_still_provisioned() {
     let nodes: std::collections::BTreeSet<String> = running.iter().filter_map(node_of).collect();
     assert_eq!(nodes.len(), 1, "one batch, one node: {nodes:?}");
     controller.stop().await;
-    sim.stop().await;
 }
 
 fn controller_pod_watch_refused(sim: &Sim) -> bool {

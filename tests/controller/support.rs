@@ -107,6 +107,17 @@ impl Sim {
     /// The cluster with no kubelet running yet: instances launch but no node registers until
     /// [`Sim::start_kubelets`], so a test can look at what happens before a node comes up.
     pub async fn without_kubelets() -> Sim {
+        Sim::without_kubelets_on(ApiServerConfig::default()).await
+    }
+
+    /// [`Sim::start`] on an API server configured from `config` (its clock is the sim's).
+    pub async fn start_on(config: ApiServerConfig) -> Sim {
+        let mut sim = Sim::without_kubelets_on(config).await;
+        sim.start_kubelets();
+        sim
+    }
+
+    async fn without_kubelets_on(config: ApiServerConfig) -> Sim {
         if let Ok(filter) = std::env::var("NODEWRIGHT_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
@@ -119,7 +130,7 @@ impl Sim {
         ));
         let server = ApiServer::start(ApiServerConfig {
             clock: clock.clone(),
-            ..ApiServerConfig::default()
+            ..config
         })
         .await
         .expect("the API server starts");
