@@ -40,6 +40,11 @@ pub struct Settings {
     /// when unset).
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     pub interruption_queue: Option<String>,
+    /// What an EC2 rebalance recommendation (elevated interruption risk) does: `event` records
+    /// an Event and counts it, as Karpenter does; `drain` also holds the spot offering out and
+    /// replaces and drains the node before a warning may come.
+    #[arg(long, env = "INTERRUPTION_REBALANCE_ACTION", value_enum, default_value_t = RebalanceAction::Event)]
+    pub rebalance_action: RebalanceAction,
     /// Port of the Prometheus `/metrics` endpoint.
     #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,
@@ -71,6 +76,17 @@ pub struct Settings {
     /// preferences are bound; if the node never registers they are deleted to be recreated.
     #[arg(long, env = "BIND_PODS", default_value_t = false, action = ArgAction::Set)]
     pub bind_pods: bool,
+}
+
+/// What the interruption loop does with an EC2 rebalance recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RebalanceAction {
+    /// An Event on the node and the message counted; the node stays (Karpenter's way: most
+    /// recommendations are not followed by an interruption, and acting on each churns nodes).
+    #[default]
+    Event,
+    /// As a spot interruption warning: the offering is held out, the node replaced and drained.
+    Drain,
 }
 
 /// Switches for behaviour that can be turned off, with Karpenter's gate names.
@@ -171,6 +187,7 @@ impl Settings {
             batch_max_duration: Duration::from_secs(10),
             vm_memory_overhead_percent: AllocatableSettings::default().vm_memory_overhead_percent,
             interruption_queue: None,
+            rebalance_action: RebalanceAction::Event,
             metrics_port: 8080,
             health_probe_port: 8081,
             leader_elect: true,
@@ -371,6 +388,7 @@ mod tests {
             "BATCH_MAX_DURATION",
             "VM_MEMORY_OVERHEAD_PERCENT",
             "INTERRUPTION_QUEUE",
+            "INTERRUPTION_REBALANCE_ACTION",
             "METRICS_PORT",
             "HEALTH_PROBE_PORT",
             "LEADER_ELECT",

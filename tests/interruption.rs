@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use nodewright::cloudprovider::Clock;
 use nodewright::cloudprovider::aws::sqs::{InMemoryQueue, Queue};
 use nodewright::controllers::context::USER_AGENT;
+use nodewright::settings::{RebalanceAction, Settings};
 use nodewright_scheduling::labels;
 use serde_json::json;
 
@@ -30,7 +31,7 @@ use crate::harness::{
     InterruptionController, MotoQueue, NodeHistory, event, instance_of, is_cordoned, is_deleting,
     rebalance_recommendation, scheduled_change, spot_interruption, state_change,
 };
-use crate::support::{Sim, events_about, label, node_of, phase, provisioner};
+use crate::support::{Sim, events_about, label, node_of, phase, provisioner, settings};
 
 async fn node_named(sim: &Sim, name: &str) -> Option<Node> {
     sim.nodes()
@@ -54,11 +55,21 @@ async fn one_node_running_web(
     replicas: i32,
     queue: Arc<dyn Queue>,
 ) -> (InterruptionController, Node) {
+    one_node_running_web_with(sim, replicas, queue, settings()).await
+}
+
+/// [`one_node_running_web`] with the controller on `settings`.
+async fn one_node_running_web_with(
+    sim: &Sim,
+    replicas: i32,
+    queue: Arc<dyn Queue>,
+    settings: Settings,
+) -> (InterruptionController, Node) {
     sim.apply_provisioner(provisioner("default", json!({})))
         .await;
     sim.add_deployment("web", replicas, "1").await;
     sim.unschedulable_pods(replicas as usize).await;
-    let controller = InterruptionController::start(sim, queue);
+    let controller = InterruptionController::start(sim, queue, settings);
     let running = sim.running_pods(replicas as usize).await;
     let name = node_of(&running[0]).expect("bound");
     assert!(
@@ -307,6 +318,54 @@ async fn a_rebalance_recommendation_only_records_an_event() {
     );
     assert!(sim.cloud.unavailable_offerings().offerings().is_empty());
     assert_eq!(queue.left().await, 0);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rebalance_drain_a_recommendation_moves_the_pods_off_the_pool_at_risk() {
+    let sim = Sim::start().await;
+    let queue = Arc::new(InMemoryQueue::new());
+    let mut drain = settings();
+    drain.rebalance_action = RebalanceAction::Drain;
+    let (controller, node) = one_node_running_web_with(&sim, 2, queue.clone(), drain).await;
+    let old = node.metadata.name.clone().expect("named");
+    let instance = instance_of(&node);
+    let offering = (
+        label(&node, labels::INSTANCE_TYPE).expect("instance type"),
+        label(&node, labels::ZONE).expect("zone"),
+    );
+    let history = NodeHistory::watch(&sim, &old);
+    queue.send(Some(rebalance_recommendation(&instance, sim.clock.now())));
+
+    sim.eventually("the node is gone and both pods run elsewhere", || async {
+        let gone = node_named(&sim, &old).await.is_none();
+        (gone && running_elsewhere(&sim.pods().await, &old) == 2).then_some(())
+    })
+    .await;
+    assert!(history.was_annotated("karpenter.sh/disruption-reason", "interruption"));
+    let instances = sim.instances().await;
+    assert!(!instances.is_empty());
+    for replacement in &instances {
+        assert_ne!(replacement.instance_id, instance, "terminated");
+        assert_ne!(
+            (replacement.instance_type.clone(), replacement.zone.clone()),
+            offering,
+            "the replacement avoids the pool at risk"
+        );
+    }
+    for reason in ["SpotRebalanceRecommendation", "TerminatingOnInterruption"] {
+        event_about(&sim, &old, reason).await;
+    }
+    assert_eq!(
+        controller
+            .sample(r#"karpenter_interruption_actions_performed{action_type="CordonAndDrain"}"#),
+        1.0
+    );
+    sim.eventually("the message is deleted", || async {
+        queue.is_empty().then_some(())
+    })
+    .await;
     controller.stop().await;
     sim.stop().await;
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use nodewright::cli::{Cli, Command};
+use nodewright::settings::RebalanceAction;
 use nodewright_scheduling::labels;
 use serde_json::Value;
 
@@ -177,11 +178,13 @@ fn the_controller_accepts_the_settings_the_chart_gives_it() {
     assert_eq!(args.settings.batch_max_duration.as_secs(), 10);
     assert_eq!(args.settings.cluster_endpoint, None);
     assert_eq!(args.settings.interruption_queue, None);
+    assert_eq!(args.settings.rebalance_action, RebalanceAction::Event);
 
     let tuned = render(&[
         "settings.clusterEndpoint=https://ABCD.gr7.us-west-2.eks.amazonaws.com",
         "settings.region=us-west-2",
         "settings.interruptionQueue=my-cluster",
+        "settings.rebalanceAction=drain",
         "settings.batchIdleDuration=2s",
         "settings.batchMaxDuration=30s",
         "settings.vmMemoryOverheadPercent=0.1",
@@ -204,6 +207,7 @@ fn the_controller_accepts_the_settings_the_chart_gives_it() {
     );
     assert_eq!(settings.region.as_deref(), Some("us-west-2"));
     assert_eq!(settings.interruption_queue.as_deref(), Some("my-cluster"));
+    assert_eq!(settings.rebalance_action, RebalanceAction::Drain);
     assert_eq!(settings.batch_idle_duration.as_secs(), 2);
     assert_eq!(settings.batch_max_duration.as_secs(), 30);
     assert_eq!(settings.vm_memory_overhead_percent, 0.1);

@@ -19,13 +19,14 @@ use nodewright::controllers::interruption::Interruption;
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::Leadership;
 use nodewright::metrics::Metrics;
+use nodewright::settings::Settings;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::moto;
-use crate::support::{PATIENCE, Sim, settings};
+use crate::support::{PATIENCE, Sim};
 
 /// How long one receive waits in tests (real time; production waits 20 s).
 const TEST_WAIT: Duration = Duration::from_secs(1);
@@ -125,9 +126,13 @@ pub struct InterruptionController {
 }
 
 impl InterruptionController {
-    pub fn start(sim: &Sim, queue: Arc<dyn Queue>) -> InterruptionController {
+    /// A controller on `settings`, reading interruption messages from `queue`.
+    pub fn start(
+        sim: &Sim,
+        queue: Arc<dyn Queue>,
+        mut settings: Settings,
+    ) -> InterruptionController {
         let metrics = Arc::new(Metrics::new().expect("metrics register"));
-        let mut settings = settings();
         settings.interruption_queue = Some(queue.name().to_string());
         let interruption = Interruption::new(queue, sim.cloud.clone(), &metrics)
             .expect("interruption metrics register")

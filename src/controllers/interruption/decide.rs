@@ -10,6 +10,7 @@ use nodewright_scheduling::labels;
 use super::messages::{Message, MessageKind};
 use crate::apis::Machine;
 use crate::cloudprovider::types::instance_id_of;
+use crate::settings::RebalanceAction;
 use crate::state::ClusterState;
 
 /// What to do about one interrupted instance.
@@ -36,13 +37,17 @@ impl Action {
     }
 }
 
-/// The action a message kind calls for (Karpenter's mapping).
-pub fn action_for(kind: &MessageKind) -> Action {
+/// The action a message kind calls for: Karpenter's mapping, with `rebalance` deciding what a
+/// rebalance recommendation does.
+pub fn action_for(kind: &MessageKind, rebalance: RebalanceAction) -> Action {
     match kind {
         MessageKind::SpotInterruption
         | MessageKind::ScheduledChange
         | MessageKind::StateChange { .. } => Action::CordonAndDrain,
-        MessageKind::RebalanceRecommendation => Action::EventOnly,
+        MessageKind::RebalanceRecommendation => match rebalance {
+            RebalanceAction::Event => Action::EventOnly,
+            RebalanceAction::Drain => Action::CordonAndDrain,
+        },
         MessageKind::NoOp { .. } => Action::Ignore,
     }
 }
@@ -101,20 +106,29 @@ pub struct Step {
 }
 
 /// The steps for `message`; `find` looks an instance id up (see [`find_target`]).
-pub fn decide(message: &Message, find: impl Fn(&str) -> Option<Target>) -> Vec<Step> {
+pub fn decide(
+    message: &Message,
+    rebalance: RebalanceAction,
+    find: impl Fn(&str) -> Option<Target>,
+) -> Vec<Step> {
+    // Spot pools at risk: the replacement must not land in the same one.
+    let at_risk = matches!(
+        message.kind,
+        MessageKind::SpotInterruption | MessageKind::RebalanceRecommendation
+    );
     message
         .instance_ids
         .iter()
         .map(|instance_id| {
             let target = find(instance_id);
             let action = match &target {
-                Some(_) => action_for(&message.kind),
+                Some(_) => action_for(&message.kind, rebalance),
                 None => Action::Ignore,
             };
             let acting = action != Action::Ignore;
             let hold_out = target
                 .as_ref()
-                .filter(|_| acting && message.kind == MessageKind::SpotInterruption)
+                .filter(|_| at_risk && action == Action::CordonAndDrain)
                 .and_then(spot_offering);
             Step {
                 instance_id: instance_id.clone(),

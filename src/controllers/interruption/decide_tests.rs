@@ -2,6 +2,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
 
+/// The steps with the default settings (a rebalance recommendation only records an Event).
+fn decide(message: &Message, find: impl Fn(&str) -> Option<Target>) -> Vec<Step> {
+    super::decide(message, RebalanceAction::Event, find)
+}
+
 fn message(kind: MessageKind, instances: &[&str]) -> Message {
     Message {
         kind,
@@ -121,6 +126,55 @@ fn a_rebalance_recommendation_only_records_an_event() {
     let notice = steps[0].notice.as_ref().expect("an event");
     assert_eq!(notice.reason, "SpotRebalanceRecommendation");
     assert!(!notice.warning);
+}
+
+#[test]
+fn with_rebalance_drain_a_recommendation_drains_the_node_and_holds_its_offering_out() {
+    let steps = super::decide(
+        &message(MessageKind::RebalanceRecommendation, &["i-0aaa"]),
+        RebalanceAction::Drain,
+        only(spot_node("ip-1", false)),
+    );
+    assert_eq!(steps[0].action, Action::CordonAndDrain);
+    assert!(steps[0].delete);
+    assert_eq!(
+        steps[0].hold_out,
+        Some(Offering {
+            instance_type: "m5.large".to_string(),
+            zone: "us-east-1b".to_string(),
+        })
+    );
+    assert_eq!(
+        steps[0].notice.as_ref().map(|n| n.reason),
+        Some("SpotRebalanceRecommendation")
+    );
+}
+
+#[test]
+fn the_rebalance_setting_changes_nothing_else() {
+    for kind in [
+        MessageKind::SpotInterruption,
+        MessageKind::ScheduledChange,
+        MessageKind::StateChange {
+            state: "stopping".to_string(),
+        },
+        MessageKind::NoOp {
+            detail_type: "Other".to_string(),
+        },
+    ] {
+        let steps = |rebalance| {
+            super::decide(
+                &message(kind.clone(), &["i-0aaa"]),
+                rebalance,
+                only(spot_node("ip-1", false)),
+            )
+        };
+        assert_eq!(
+            steps(RebalanceAction::Event),
+            steps(RebalanceAction::Drain),
+            "{kind:?}"
+        );
+    }
 }
 
 #[test]

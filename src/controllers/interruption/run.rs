@@ -88,7 +88,9 @@ async fn handle(ctx: &Context, interruption: &Interruption, raw: &QueueMessage) 
     metrics.message_received(message.kind.label());
     let steps = {
         let state = ctx.state.read();
-        decide(&message, |id| find_target(&state, id))
+        decide(&message, ctx.settings.rebalance_action, |id| {
+            find_target(&state, id)
+        })
     };
     let mut failed = false;
     for step in &steps {
