@@ -129,6 +129,7 @@ async fn pods_that_fit_run_on_the_scenarios_nodes_and_the_json_report_lists_them
     assert_eq!(json["launched"], json!(0));
     assert_eq!(json["terminated"], json!(0));
     assert_eq!(json["costPerHour"], json!(0.192));
+    assert_eq!(json["unpricedNodes"], json!(0));
     assert!(json["simulatedSeconds"].as_f64().is_some_and(|s| s >= 0.0));
 }
 

@@ -3,8 +3,8 @@
 //!
 //! `-o json` prints one object whose field names are a contract (add, never rename):
 //! `{"nodes": [{"name", "instanceType", "zone", "capacityType", "provisioner", "pricePerHour",
-//! "pods"}], "pendingPods", "launched", "terminated", "costPerHour", "simulatedSeconds",
-//! "steps": [{"step", "ok", "at"}]}`.
+//! "pods"}], "pendingPods", "launched", "terminated", "costPerHour", "unpricedNodes",
+//! "simulatedSeconds", "steps": [{"step", "ok", "at"}]}`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,6 +42,8 @@ pub struct Report {
     pub terminated: usize,
     /// The sum of the nodes' known prices, US dollars per hour.
     pub cost_per_hour: f64,
+    /// Nodes whose price is unknown (not in `costPerHour`): no price table, or a type it lacks.
+    pub unpriced_nodes: usize,
     pub simulated_seconds: f64,
     pub steps: Vec<StepReport>,
 }
@@ -93,8 +95,13 @@ impl Report {
     /// The closing summary of the text output.
     pub fn text(&self) -> String {
         let running: usize = self.nodes.iter().map(|n| n.pods.len()).sum();
+        // A sum over some nodes must not read as the whole cluster's cost.
+        let unpriced = match self.unpriced_nodes {
+            0 => String::new(),
+            n => format!(" + {n} node(s) at an unknown price"),
+        };
         let mut text = format!(
-            "{} {} node(s), {running} pod(s) on nodes, {} pending; launched {}, terminated {}; ${:.4}/hour\n",
+            "{} {} node(s), {running} pod(s) on nodes, {} pending; launched {}, terminated {}; ${:.4}/hour{unpriced}\n",
             stamp(self.simulated_seconds),
             self.nodes.len(),
             self.pending_pods.len(),
@@ -205,12 +212,14 @@ pub(crate) async fn build(
         .iter()
         .filter_map(|n| n.price_per_hour)
         .fold(0.0, |total, price| total + price);
+    let unpriced_nodes = nodes.iter().filter(|n| n.price_per_hour.is_none()).count();
     Ok(Report {
         nodes,
         pending_pods,
         launched: cloud.launched(),
         terminated: cloud.terminated(),
         cost_per_hour: (cost * 1e6).round() / 1e6,
+        unpriced_nodes,
         simulated_seconds: seconds(elapsed),
         steps,
     })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::report::{Report, StepReport};
+use super::report::{NodeReport, Report, StepReport};
 use super::steps::{StepFailure, humanize};
 use super::*;
 use crate::clock::ManualClock;
@@ -234,9 +234,62 @@ fn report(steps: Vec<StepReport>) -> Report {
         launched: 0,
         terminated: 0,
         cost_per_hour: 0.0,
+        unpriced_nodes: 0,
         simulated_seconds: 0.0,
         steps,
     }
+}
+
+fn node_priced(name: &str, price_per_hour: Option<f64>) -> NodeReport {
+    NodeReport {
+        name: name.into(),
+        instance_type: Some("m5.large".into()),
+        zone: Some("us-east-1a".into()),
+        capacity_type: Some("spot".into()),
+        provisioner: Some("default".into()),
+        price_per_hour,
+        pods: vec!["default/web-0".into()],
+    }
+}
+
+#[test]
+fn a_summary_with_unpriced_nodes_says_so_beside_the_known_cost() {
+    let mut partial = report(Vec::new());
+    partial.nodes = vec![node_priced("a", Some(0.0345)), node_priced("b", None)];
+    partial.cost_per_hour = 0.0345;
+    partial.unpriced_nodes = 1;
+    let first_line = partial
+        .text()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first_line.ends_with("; $0.0345/hour + 1 node(s) at an unknown price"),
+        "{first_line}"
+    );
+    let row_b = partial
+        .text()
+        .lines()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        row_b.contains(" - "),
+        "an unpriced node's price is a dash: {row_b}"
+    );
+
+    let mut priced = report(Vec::new());
+    priced.nodes = vec![node_priced("a", Some(0.0345))];
+    priced.cost_per_hour = 0.0345;
+    assert!(
+        priced
+            .text()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with("; $0.0345/hour")
+    );
 }
 
 #[test]
