@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -79,7 +80,12 @@ pub struct Kubelets {
     first_seen: BTreeMap<String, SystemTime>,
     /// Nodes these kubelets registered or adopted: node name → instance id.
     owned: BTreeMap<String, String>,
+    /// Real time the last pass spent reading (instances, nodes, pods): what paces the polls.
+    observed: Duration,
 }
+
+/// Pod writes of one pass in flight at once (a new node starts hundreds of pods).
+const WRITES_IN_FLIGHT: usize = 16;
 
 impl Kubelets {
     pub fn new(
@@ -95,6 +101,7 @@ impl Kubelets {
             settings,
             first_seen: BTreeMap::new(),
             owned: BTreeMap::new(),
+            observed: Duration::ZERO,
         }
     }
 
@@ -105,9 +112,10 @@ impl Kubelets {
             if let Err(error) = self.sync().await {
                 tracing::debug!(%error, "simulated kubelet");
             }
+            let pause = super::poll_pause(self.settings.poll_interval, self.observed);
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -117,6 +125,7 @@ impl Kubelets {
     pub async fn sync(&mut self) -> Result<SyncReport, KubeletError> {
         let mut report = SyncReport::default();
         // observe
+        let reading = Instant::now();
         let instances: BTreeMap<String, LaunchedInstance> = self
             .cloud
             .list()
@@ -131,6 +140,7 @@ impl Kubelets {
             .await
             .map_err(api("list nodes"))?
             .items;
+        self.observed = reading.elapsed();
         let now = self.clock.now();
         self.first_seen.retain(|id, _| instances.contains_key(id));
         for id in instances.keys() {
@@ -271,15 +281,18 @@ impl Kubelets {
     /// Starts the pods on owned nodes, finishes those being deleted, and deletes the pods of
     /// `removed` nodes.
     async fn tend_pods(
-        &self,
+        &mut self,
         removed: &[String],
         report: &mut SyncReport,
     ) -> Result<(), KubeletError> {
+        let listing = Instant::now();
         let pods = Api::<Pod>::all(self.client.clone())
             .list(&ListParams::default())
             .await
             .map_err(api("list pods"))?
             .items;
+        self.observed += listing.elapsed();
+        let mut chores = Vec::new();
         for pod in &pods {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
@@ -292,45 +305,82 @@ impl Kubelets {
             if !orphaned && !self.owned.contains_key(node) {
                 continue;
             }
-            let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-            let key = format!("{namespace}/{name}");
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-            if orphaned || pod.meta().deletion_timestamp.is_some() {
-                match api
-                    .delete(&name, &DeleteParams::default().grace_period(0))
-                    .await
-                {
-                    Ok(_) => report.finished.push(key),
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(source) => {
-                        return Err(KubeletError::Api {
-                            action: format!("finish deleting pod {key}"),
-                            source,
-                        });
-                    }
-                }
+            let chore = if orphaned || pod.meta().deletion_timestamp.is_some() {
+                PodChore::Finish
             } else if !is_running(pod) {
+                PodChore::Start
+            } else {
+                continue;
+            };
+            chores.push((chore, pod.namespace().unwrap_or_default(), pod.name_any()));
+        }
+        let done = chores.into_iter().map(|(chore, namespace, name)| {
+            let client = self.client.clone();
+            async move { chore.carry_out(client, namespace, name).await }
+        });
+        let done: Vec<Option<(PodChore, String)>> = stream::iter(done)
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (chore, key) in done.into_iter().flatten() {
+            match chore {
+                PodChore::Start => report.started.push(key),
+                PodChore::Finish => report.finished.push(key),
+            }
+        }
+        // The writes finish in any order; the report does not.
+        report.started.sort();
+        report.finished.sort();
+        Ok(())
+    }
+}
+
+/// What a kubelet does for one pod of its node.
+#[derive(Debug, Clone, Copy)]
+enum PodChore {
+    /// Its containers stopped: the deletion is finished (grace period 0).
+    Finish,
+    /// Report it Running and Ready.
+    Start,
+}
+
+impl PodChore {
+    /// Does it; `None` when the pod was gone already.
+    async fn carry_out(
+        self,
+        client: Client,
+        namespace: String,
+        name: String,
+    ) -> Result<Option<(PodChore, String)>, KubeletError> {
+        let key = format!("{namespace}/{name}");
+        let api: Api<Pod> = Api::namespaced(client, &namespace);
+        let outcome = match self {
+            PodChore::Finish => api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+                .map(|_| ()),
+            PodChore::Start => {
                 let conditions: Vec<_> =
                     ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
                         .map(|kind| json!({"type": kind, "status": "True"}))
                         .into();
                 let patch = json!({"status": {"phase": "Running", "conditions": conditions}});
-                match api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
                     .await
-                {
-                    Ok(_) => report.started.push(key),
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(source) => {
-                        return Err(KubeletError::Api {
-                            action: format!("start pod {key}"),
-                            source,
-                        });
-                    }
-                }
+                    .map(|_| ())
             }
+        };
+        match outcome {
+            Ok(()) => Ok(Some((self, key))),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(source) => Err(KubeletError::Api {
+                action: match self {
+                    PodChore::Finish => format!("finish deleting pod {key}"),
+                    PodChore::Start => format!("start pod {key}"),
+                },
+                source,
+            }),
         }
-        Ok(())
     }
 }
 

@@ -14,3 +14,13 @@ pub mod scenario;
 pub mod scheduler;
 
 pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, SimError};
+
+use std::time::Duration;
+
+/// A poller's pause after a pass that took `pass`, at least `interval`: over a large cluster a
+/// pass (a list of every pod) is slow, and polling back to back would take the CPU the API
+/// server and the controller need, which a sped-up clock turns into simulated minutes.
+pub fn poll_pause(interval: Duration, pass: Duration) -> Duration {
+    // At most a fifth of a core per poller.
+    interval.max(pass.saturating_mul(4))
+}

@@ -19,7 +19,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt, stream};
+use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -36,6 +36,9 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 pub const POD_SCHEDULED: &str = "PodScheduled";
 /// kube-scheduler's reason for a pod no node can take.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Bindings or status writes of one pass in flight at once: a pass over thousands of pending
+/// pods must not wait out one round trip per pod.
+const WRITES_IN_FLIGHT: usize = 16;
 /// How soon a failed pass is retried.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// The core's clause for "no provisioner": this scheduler never launches nodes, so it is noise.
@@ -141,13 +144,24 @@ pub async fn schedule_pass(client: &Client) -> Result<Decisions, SchedulerError>
         .items;
     // decide
     let decisions = decide(&pods, &nodes);
-    // act
-    for assignment in &decisions.bindings {
-        bind(client, assignment).await?;
-    }
-    for refusal in &decisions.refusals {
-        mark_unschedulable(client, refusal).await?;
-    }
+    // act: bindings first, as nodes with room should fill before anything else is written
+    // (Owned clones: futures borrowing across `buffer_unordered` defeat `tokio::spawn`.)
+    let bindings = decisions.bindings.iter().cloned().map(|assignment| {
+        let client = client.clone();
+        async move { bind(&client, &assignment).await }
+    });
+    stream::iter(bindings)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let refusals = decisions.refusals.iter().cloned().map(|refusal| {
+        let client = client.clone();
+        async move { mark_unschedulable(&client, &refusal).await }
+    });
+    stream::iter(refusals)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(decisions)
 }
 

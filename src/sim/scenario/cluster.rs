@@ -46,12 +46,15 @@ pub(crate) async fn run_static_kubelet(
     }
     let mut shutdown = pin!(shutdown);
     loop {
+        let started = std::time::Instant::now();
         if let Err(error) = tend(&client, &nodes).await {
             tracing::debug!(%error, "simulated kubelet of the scenario's nodes");
         }
+        // Its writes are few (the scenario's own nodes): the whole pass paces it.
+        let pause = crate::sim::poll_pause(poll, started.elapsed());
         tokio::select! {
             () = &mut shutdown => return,
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -212,6 +212,7 @@ async fn wait_until(
     loop {
         // Read the clock before the counts, so counts that match at the deadline still pass.
         let now = clock.now();
+        let started = std::time::Instant::now();
         let counts = observe(client)
             .await
             .map_err(|error| StepFailure::Failed(format!("cannot read the cluster: {error}")))?;
@@ -235,7 +236,8 @@ async fn wait_until(
             )));
         }
         let left = deadline.duration_since(now).unwrap_or_default();
-        tokio::time::sleep(poll.min(clock.real_duration(left))).await;
+        let pause = crate::sim::poll_pause(poll, started.elapsed());
+        tokio::time::sleep(pause.min(clock.real_duration(left))).await;
     }
 }
 

@@ -217,6 +217,13 @@ fn the_tutorial_scenario_resolves_its_files() {
     assert!(scenario.prices.is_none());
 }
 
+#[test]
+fn the_scale_scenario_resolves_its_files() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scale/scenario.yaml");
+    let scenario = Scenario::load(&path).expect("the scale scenario parses");
+    assert_eq!(scenario.steps.len(), 6);
+}
+
 fn step(failure: Option<StepFailure>) -> StepReport {
     StepReport {
         step: "s".into(),
