@@ -106,18 +106,10 @@ fn steps(shared: &SharedState, now: SystemTime) -> Vec<(String, EmptinessStep)> 
         })
         .filter(|(name, step)| match step {
             EmptinessStep::Nothing => false,
-            EmptinessStep::MarkEmpty => !nominated(shared, &state, name, now),
+            EmptinessStep::MarkEmpty => !shared.is_node_nominated(&state, name, now),
             _ => true,
         })
         .collect()
-}
-
-fn nominated(shared: &SharedState, state: &ClusterState, node: &str, now: SystemTime) -> bool {
-    let machine = state
-        .node(node)
-        .and_then(|n| state.machine_of_node(n))
-        .and_then(|m| m.machine.metadata.name.clone());
-    shared.is_nominated(node, now) || machine.is_some_and(|m| shared.is_nominated(&m, now))
 }
 
 /// Runs until `stop` turns true.

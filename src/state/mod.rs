@@ -10,6 +10,7 @@
 //! decisions.
 
 mod intern;
+mod nominations;
 mod report;
 pub mod shrink;
 mod views;
@@ -32,6 +33,7 @@ use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::{self, ConvertError};
 use intern::Interner;
 
+pub use nominations::PENDING_HOLD;
 pub use views::InstanceTypesByProvisioner;
 pub(crate) use views::capacity_type_value;
 pub use watch::{Changes, SharedState};

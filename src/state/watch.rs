@@ -22,6 +22,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::nominations::Nominations;
 use super::{ClusterState, object_key};
 use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::ConvertError;
@@ -45,8 +46,8 @@ pub struct SharedState {
     /// Pods that became provisionable since the provisioning loop last looked.
     new_pods: Mutex<BTreeSet<String>>,
     synced: watch::Sender<BTreeSet<&'static str>>,
-    /// Nodes and machines pods were just nominated to, until when: not empty meanwhile.
-    nominated: Mutex<HashMap<String, SystemTime>>,
+    /// Nodes and machines pods are on their way to: not empty meanwhile.
+    nominated: Mutex<Nominations>,
     /// Pods to bind to each new machine's node as soon as it launches (`BIND_PODS`).
     early_pods: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -69,7 +70,7 @@ impl Default for SharedState {
             changes: watch::Sender::new(Changes::default()),
             new_pods: Mutex::new(BTreeSet::new()),
             synced: watch::Sender::new(BTreeSet::new()),
-            nominated: Mutex::new(HashMap::new()),
+            nominated: Mutex::new(Nominations::default()),
             early_pods: Mutex::new(HashMap::new()),
         }
     }
@@ -97,9 +98,14 @@ impl SharedState {
 
     /// Records that pods are on their way to the node or machine `name` until `until`.
     pub fn nominate(&self, name: &str, until: SystemTime) {
-        let mut nominated = lock(&self.nominated);
-        let entry = nominated.entry(name.to_string()).or_insert(until);
-        *entry = (*entry).max(until);
+        lock(&self.nominated).nominate(name, until);
+    }
+
+    /// Records that one batch nominated `pods` (`namespace/name`) to the nodes and machines
+    /// `targets`: none of them is empty until `until`, nor while those pods still wait for the
+    /// kube-scheduler (see [`super::PENDING_HOLD`]).
+    pub fn nominate_batch(&self, targets: &[&str], until: SystemTime, pods: &[String]) {
+        lock(&self.nominated).nominate_batch(targets, until, pods);
     }
 
     /// Remembers the pods (`namespace/name`) to bind early to `machine`'s node.
@@ -113,14 +119,18 @@ impl SharedState {
     }
 
     pub fn forget_nomination(&self, name: &str) {
-        lock(&self.nominated).remove(name);
+        lock(&self.nominated).forget(name);
     }
 
-    /// Whether pods were nominated to the node or machine `name` and may still arrive.
-    pub fn is_nominated(&self, name: &str, now: SystemTime) -> bool {
+    /// Whether pods nominated to `node` or to its machine may still arrive; `state` is the
+    /// caller's locked view (see [`SharedState::read`]).
+    pub fn is_node_nominated(&self, state: &ClusterState, node: &str, now: SystemTime) -> bool {
+        let machine = state
+            .node(node)
+            .and_then(|n| state.machine_of_node(n))
+            .and_then(|m| m.machine.metadata.name.as_deref());
         let mut nominated = lock(&self.nominated);
-        nominated.retain(|_, until| *until > now);
-        nominated.contains_key(name)
+        nominated.holds(node, now, state) || machine.is_some_and(|m| nominated.holds(m, now, state))
     }
 
     /// Whether every watched kind has listed once.

@@ -31,6 +31,8 @@ use tokio::time::{sleep, timeout};
 pub const PATIENCE: Duration = Duration::from_secs(300);
 /// Simulated seconds per real second: a 30 s boot takes 0.75 s.
 pub const SPEED: f64 = 40.0;
+/// The simulated kube-scheduler's User-Agent, so a test can fail its requests alone.
+pub const SCHEDULER_AGENT: &str = "kube-scheduler/sim";
 
 fn data_dir() -> PathBuf {
     std::env::var("NODEWRIGHT_DATA")
@@ -85,6 +87,15 @@ impl Controller {
     pub fn is_running(&self) -> bool {
         *self.running.borrow()
     }
+}
+
+fn scheduler_client(server: &ApiServer) -> Client {
+    let mut config = server.kube_config().expect("a config");
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(SCHEDULER_AGENT),
+    ));
+    Client::try_from(config).expect("the kube-scheduler's client")
 }
 
 pub fn settings() -> Settings {
@@ -152,7 +163,10 @@ impl Sim {
                 client.clone(),
                 until_stopped(stopped.clone()),
             )),
-            tokio::spawn(scheduler::run(client.clone(), until_stopped(stopped))),
+            tokio::spawn(scheduler::run(
+                scheduler_client(&server),
+                until_stopped(stopped),
+            )),
         ];
         Sim {
             server,

@@ -4,7 +4,7 @@ use kube::ResourceExt;
 use nodewright_scheduling::labels;
 use serde_json::json;
 
-use crate::support::{self, Sim, label, node_of, provisioner};
+use crate::support::{self, SCHEDULER_AGENT, Sim, label, node_of, provisioner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl() {
@@ -70,6 +70,62 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
         )
         .await;
     assert_eq!(terminated, 1.0);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// A big scale-up can keep the kube-scheduler busy for minutes; the node launched for its pods
+/// waits for them instead of being found empty, removed, and launched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_is_not_found_empty_while_the_pods_launched_for_it_wait_to_be_bound() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
+        .await;
+    sim.add_pods("inflate", 4, "1", json!({})).await;
+    sim.unschedulable_pods(4).await;
+    // From now on the kube-scheduler binds nothing.
+    sim.server
+        .fail_requests_from(SCHEDULER_AGENT, "create", "pods", usize::MAX);
+    let controller = sim.controller();
+    let node = sim
+        .eventually("the node is initialized", || async {
+            sim.nodes()
+                .await
+                .into_iter()
+                .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
+        })
+        .await;
+    // Well past the grace after initialization (20 s) and the TTL (30 s).
+    sim.wait(std::time::Duration::from_secs(120)).await;
+    let nodes = sim.nodes().await;
+    assert_eq!(nodes.len(), 1, "the node is still there");
+    assert!(
+        !nodes[0]
+            .annotations()
+            .contains_key(labels::EMPTINESS_TIMESTAMP),
+        "a node whose pods are on their way is not empty"
+    );
+    assert_eq!(
+        sim.pods()
+            .await
+            .iter()
+            .filter(|p| node_of(p).is_some())
+            .count(),
+        0,
+        "no pod was bound meanwhile"
+    );
+
+    sim.server.clear_faults();
+    let running = sim.running_pods(4).await;
+    assert!(
+        running.iter().all(|p| node_of(p) == node.metadata.name),
+        "the pods run on the node launched for them"
+    );
+    assert_eq!(
+        sim.cloud.all_instances().len(),
+        1,
+        "nothing was launched twice"
+    );
     controller.stop().await;
     sim.stop().await;
 }

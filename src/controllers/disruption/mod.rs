@@ -41,7 +41,7 @@ use self::drift::CloudDrift;
 use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::settings::Settings;
-use crate::state::{ClusterState, InstanceTypesByProvisioner, NodeEntry, SharedState};
+use crate::state::{ClusterState, InstanceTypesByProvisioner, NodeEntry};
 
 /// How often the loop looks for something to disrupt (simulated time).
 pub const PERIOD: Duration = Duration::from_secs(10);
@@ -256,15 +256,6 @@ pub fn revalidate(state: &ClusterState, inputs: &Inputs, decided: &Command) -> O
     }
 }
 
-/// Whether pods were just nominated to `node` or to its machine.
-fn nominated(shared: &SharedState, state: &ClusterState, node: &str, now: SystemTime) -> bool {
-    let machine = state
-        .node(node)
-        .and_then(|n| state.machine_of_node(n))
-        .and_then(|m| m.machine.metadata.name.clone());
-    shared.is_nominated(node, now) || machine.is_some_and(|m| shared.is_nominated(&m, now))
-}
-
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     clear_stale_taints(&ctx).await;
@@ -328,7 +319,7 @@ fn on_cache<T>(
 ) -> T {
     let now = ctx.clock.now();
     let state = ctx.state.read();
-    let is_nominated = |name: &str| nominated(&ctx.state, &state, name, now);
+    let is_nominated = |name: &str| ctx.state.is_node_nominated(&state, name, now);
     let inputs = Inputs {
         types,
         settings: &ctx.settings,

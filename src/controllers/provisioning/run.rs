@@ -3,7 +3,7 @@
 //! new node is recorded as a `Machine`. Launching is the lifecycle loop's part, so an instance is
 //! only ever bought for a Machine that exists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -257,21 +257,26 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
 fn report(ctx: &Context, decision: &Decision, failed: &[String]) {
     // Pods take a while to land where they were nominated; their node is not empty meanwhile.
     let until = ctx.clock.now() + ctx.settings.batch_max_duration * 2;
+    let mut targets = BTreeSet::new();
+    let mut pods = Vec::new();
     for nomination in &decision.nominations {
         if failed.contains(&nomination.pod) {
             continue;
         }
         match &nomination.target {
             Target::NewMachine(name) | Target::InFlightMachine(name) | Target::Node(name) => {
-                ctx.state.nominate(name, until);
+                targets.insert(name.as_str());
             }
         }
+        pods.push(nomination.pod.clone());
         ctx.events.normal(
             pod_reference(&nomination.pod),
             REASON_NOMINATED,
             nomination.message(),
         );
     }
+    let targets: Vec<&str> = targets.into_iter().collect();
+    ctx.state.nominate_batch(&targets, until, &pods);
     for pod in &decision.unschedulable {
         tracing::warn!(pod = %pod.pod, "no provisioner can run this pod: {}", pod.reason);
         ctx.events.warning(
