@@ -422,10 +422,9 @@ async fn initialize(ctx: &Context, entry: &MachineEntry, node: &str) -> Outcome 
         .map_err(|e| format!("cannot label node {node} initialized: {e}"))?;
     ctx.state.apply(&patched);
     // The pods it was launched for are bound only now: give them time before it counts as
-    // empty, and the ones nominated to its machine hold it while they wait (see nominations).
-    let until = ctx.clock.now() + ctx.settings.batch_max_duration * 2;
-    ctx.state.nominate(node, until);
-    ctx.state.nominate(&name, until);
+    // empty (its machine's batch also holds it while those pods wait: see nominations).
+    ctx.state
+        .nominate(node, ctx.clock.now() + ctx.settings.batch_max_duration * 2);
     let mut status = entry.machine.status.clone().unwrap_or_default();
     set_condition(
         &mut status.conditions,
