@@ -145,24 +145,36 @@ pub async fn schedule_pass(client: &Client) -> Result<Decisions, SchedulerError>
     // decide
     let decisions = decide(&pods, &nodes);
     // act: bindings first, as nodes with room should fill before anything else is written
-    // (Owned clones: futures borrowing across `buffer_unordered` defeat `tokio::spawn`.)
-    let bindings = decisions.bindings.iter().cloned().map(|assignment| {
-        let client = client.clone();
-        async move { bind(&client, &assignment).await }
-    });
-    stream::iter(bindings)
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let refusals = decisions.refusals.iter().cloned().map(|refusal| {
-        let client = client.clone();
-        async move { mark_unschedulable(&client, &refusal).await }
-    });
-    stream::iter(refusals)
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await?;
+    write_all(
+        client,
+        &decisions.bindings,
+        |client, assignment| async move { bind(&client, &assignment).await },
+    )
+    .await?;
+    write_all(client, &decisions.refusals, |client, refusal| async move {
+        mark_unschedulable(&client, &refusal).await
+    })
+    .await?;
     Ok(decisions)
+}
+
+/// Carries out `write` for every item, [`WRITES_IN_FLIGHT`] at a time; stops at the first error.
+/// (Owned clones: futures borrowing across `buffer_unordered` defeat `tokio::spawn`.)
+async fn write_all<T, F, Fut>(client: &Client, items: &[T], write: F) -> Result<(), SchedulerError>
+where
+    T: Clone,
+    F: Fn(Client, T) -> Fut,
+    Fut: Future<Output = Result<(), SchedulerError>>,
+{
+    let writes = items
+        .iter()
+        .cloned()
+        .map(|item| write(client.clone(), item));
+    stream::iter(writes)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }
 
 /// Where each pending pod goes, given every pod and node of the cluster. Pure.

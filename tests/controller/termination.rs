@@ -6,26 +6,36 @@ use serde_json::json;
 
 use crate::support::{self, SCHEDULER_AGENT, Sim, label, node_of, provisioner};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl() {
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Api, DeleteParams};
-
+/// A cluster with four unschedulable one-cpu pods and a provisioner whose empty nodes go after
+/// 30 s.
+async fn four_pods_waiting_under_a_ttl() -> Sim {
     let sim = Sim::start().await;
     sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
         .await;
     sim.add_pods("inflate", 4, "1", json!({})).await;
     sim.unschedulable_pods(4).await;
+    sim
+}
+
+async fn initialized_node(sim: &Sim) -> k8s_openapi::api::core::v1::Node {
+    sim.eventually("the node is initialized", || async {
+        sim.nodes()
+            .await
+            .into_iter()
+            .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams};
+
+    let sim = four_pods_waiting_under_a_ttl().await;
     let controller = sim.controller();
     sim.running_pods(4).await;
-    let node = sim
-        .eventually("the node is initialized", || async {
-            sim.nodes()
-                .await
-                .into_iter()
-                .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
-        })
-        .await;
+    let node = initialized_node(&sim).await;
     let node_name = node.metadata.name.clone().unwrap_or_default();
     // A busy node is never marked empty.
     sim.wait(std::time::Duration::from_secs(40)).await;
@@ -78,23 +88,12 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
 /// waits for them instead of being found empty, removed, and launched again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_is_not_found_empty_while_the_pods_launched_for_it_wait_to_be_bound() {
-    let sim = Sim::start().await;
-    sim.apply_provisioner(provisioner("default", json!({"ttlSecondsAfterEmpty": 30})))
-        .await;
-    sim.add_pods("inflate", 4, "1", json!({})).await;
-    sim.unschedulable_pods(4).await;
+    let sim = four_pods_waiting_under_a_ttl().await;
     // From now on the kube-scheduler binds nothing.
     sim.server
         .fail_requests_from(SCHEDULER_AGENT, "create", "pods", usize::MAX);
     let controller = sim.controller();
-    let node = sim
-        .eventually("the node is initialized", || async {
-            sim.nodes()
-                .await
-                .into_iter()
-                .find(|n| label(n, labels::INITIALIZED).as_deref() == Some("true"))
-        })
-        .await;
+    let node = initialized_node(&sim).await;
     // Well past the grace after initialization (20 s) and the TTL (30 s).
     sim.wait(std::time::Duration::from_secs(120)).await;
     let nodes = sim.nodes().await;
