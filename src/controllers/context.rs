@@ -37,10 +37,15 @@ pub struct Context {
 pub const USER_AGENT: &str = concat!("nodewright/", env!("CARGO_PKG_VERSION"));
 
 /// `config` with [`USER_AGENT`] on every request it makes.
-pub fn identified(mut config: kube::Config) -> kube::Config {
+pub fn identified(config: kube::Config) -> kube::Config {
+    with_user_agent(config, USER_AGENT)
+}
+
+/// `config` with `agent` as the User-Agent of every request it makes.
+pub fn with_user_agent(mut config: kube::Config, agent: &'static str) -> kube::Config {
     config.headers.push((
         axum::http::header::USER_AGENT,
-        axum::http::HeaderValue::from_static(USER_AGENT),
+        axum::http::HeaderValue::from_static(agent),
     ));
     config
 }

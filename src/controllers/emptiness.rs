@@ -97,11 +97,7 @@ fn steps(shared: &SharedState, now: SystemTime) -> Vec<(String, EmptinessStep)> 
             let pods = state.pods_on_node(&n.core.name);
             if pods.iter().any(|p| !p.daemon && !p.mirror) {
                 // The pods it waited for have landed: no more grace.
-                shared.forget_nomination(&n.core.name);
-                let machine = state.machine_of_node(n);
-                if let Some(name) = machine.and_then(|m| m.machine.metadata.name.as_deref()) {
-                    shared.forget_nomination(name);
-                }
+                shared.forget_node_nomination(&state, &n.core.name);
             }
             (
                 n.core.name.clone(),

@@ -52,6 +52,14 @@ pub struct SharedState {
     early_pods: Mutex<HashMap<String, Vec<String>>>,
 }
 
+/// The name of the machine behind `node`, if nodewright launched it.
+fn machine_name_of<'a>(state: &'a ClusterState, node: &str) -> Option<&'a str> {
+    state
+        .node(node)
+        .and_then(|n| state.machine_of_node(n))
+        .and_then(|m| m.machine.metadata.name.as_deref())
+}
+
 /// The kinds the controller watches; the cache is synced once each has listed.
 pub const WATCHED_KINDS: [&str; 7] = [
     "Pod",
@@ -122,13 +130,19 @@ impl SharedState {
         lock(&self.nominated).forget(name);
     }
 
+    /// Ends the nominations of `node` and of its machine: the pods it waited for landed.
+    pub fn forget_node_nomination(&self, state: &ClusterState, node: &str) {
+        let mut nominated = lock(&self.nominated);
+        nominated.forget(node);
+        if let Some(machine) = machine_name_of(state, node) {
+            nominated.forget(machine);
+        }
+    }
+
     /// Whether pods nominated to `node` or to its machine may still arrive; `state` is the
     /// caller's locked view (see [`SharedState::read`]).
     pub fn is_node_nominated(&self, state: &ClusterState, node: &str, now: SystemTime) -> bool {
-        let machine = state
-            .node(node)
-            .and_then(|n| state.machine_of_node(n))
-            .and_then(|m| m.machine.metadata.name.as_deref());
+        let machine = machine_name_of(state, node);
         let mut nominated = lock(&self.nominated);
         nominated.holds(node, now, state) || machine.is_some_and(|m| nominated.holds(m, now, state))
     }

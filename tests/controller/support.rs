@@ -13,7 +13,7 @@ use nodewright::apis::{Machine, Provisioner};
 use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
-use nodewright::controllers::context::{client_without_retries, identified};
+use nodewright::controllers::context::{client_without_retries, identified, with_user_agent};
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
@@ -90,11 +90,7 @@ impl Controller {
 }
 
 fn scheduler_client(server: &ApiServer) -> Client {
-    let mut config = server.kube_config().expect("a config");
-    config.headers.push((
-        axum::http::header::USER_AGENT,
-        axum::http::HeaderValue::from_static(SCHEDULER_AGENT),
-    ));
+    let config = with_user_agent(server.kube_config().expect("a config"), SCHEDULER_AGENT);
     Client::try_from(config).expect("the kube-scheduler's client")
 }
 
