@@ -364,3 +364,162 @@ fn pattern_packing_is_never_dearer_than_karpenters_first_fit() {
     );
     assert!(cheap.cost_ratio.unwrap() < 1.25, "{:?}", cheap.cost_ratio);
 }
+
+#[test]
+fn a_limit_of_zero_launches_nothing() {
+    let mut types = general_purpose_types();
+    types.push(gpu_type());
+    for resource in [
+        labels::RESOURCE_CPU,
+        labels::RESOURCE_MEMORY,
+        labels::RESOURCE_PODS,
+    ] {
+        let plan = cluster()
+            .pods(pod("web").cpu("1").times(3))
+            .pods([pod("train").cpu("1").gpus(1).build()])
+            .provisioner(provisioner("default").limit(resource, 0).with_types(&types))
+            .plan();
+        assert!(plan.nodes.is_empty(), "{resource}: 0 launched {plan:#?}");
+        assert_eq!(plan.unschedulable.len(), 4);
+        for pending in &plan.unschedulable {
+            assert_eq!(
+                pending.reason,
+                format!("provisioner default: limits: {resource} 0 reached")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_zero_gpu_limit_keeps_gpu_types_out_and_lets_others_launch() {
+    let mut types = general_purpose_types();
+    types.push(gpu_type());
+    let plan = cluster()
+        .pods(pod("web").cpu("1").times(3))
+        .pods([pod("train").cpu("1").gpus(1).build()])
+        .provisioner(
+            provisioner("default")
+                .limit(labels::RESOURCE_NVIDIA_GPU, 0)
+                .with_types(&types),
+        )
+        .plan();
+    assert!(!plan.nodes.is_empty());
+    assert!(
+        plan.nodes
+            .iter()
+            .all(|n| !n.instance_types.iter().any(|t| t == "g4dn.xlarge")),
+        "{plan:#?}"
+    );
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert_eq!(plan.unschedulable[0].pod, "default/train");
+}
+
+mod limits_hold {
+    use super::common::*;
+    use nodewright_scheduling::instance_type::InstanceType;
+    use nodewright_scheduling::labels;
+    use nodewright_scheduling::node::ExistingNode;
+    use nodewright_scheduling::resources::Resources;
+    use nodewright_scheduling::schedule;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const LIMITED: [&str; 4] = [
+        labels::RESOURCE_CPU,
+        labels::RESOURCE_MEMORY,
+        labels::RESOURCE_PODS,
+        labels::RESOURCE_NVIDIA_GPU,
+    ];
+
+    /// A limit per resource: none, zero, or an amount in the resource's unit (cores, GiB,
+    /// pods, GPUs).
+    fn arb_limits() -> impl Strategy<Value = Vec<Option<i64>>> {
+        prop::collection::vec(
+            prop_oneof![2 => Just(None), 2 => Just(Some(0)), 3 => (1..40i64).prop_map(Some)],
+            LIMITED.len(),
+        )
+    }
+
+    fn unit(resource: &str) -> i64 {
+        match resource {
+            labels::RESOURCE_CPU => 1000,
+            labels::RESOURCE_MEMORY => GIB,
+            _ => 1,
+        }
+    }
+
+    fn types() -> Vec<Arc<InstanceType>> {
+        let mut types = general_purpose_types();
+        types.push(gpu_type());
+        types.push(
+            instance("g4dn.12xlarge")
+                .vcpus(48)
+                .memory_gib(192)
+                .gpus(4)
+                .on_demand(3.912)
+                .build(),
+        );
+        types
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Every type of every new node may be the one launched: the largest of them, summed
+        /// over the provisioner's new nodes and added to what it runs, stays within each limit.
+        #[test]
+        fn limits_hold_whichever_candidate_launches(
+            limits in arb_limits(),
+            shapes in prop::collection::vec(
+                (prop::sample::select(vec!["250m", "1", "3", "7"]), 0..3i64, 1..12usize),
+                1..4,
+            ),
+            running in prop::collection::vec(0..14usize, 0..3),
+        ) {
+            let types = types();
+            let mut p = provisioner("default");
+            for (resource, limit) in LIMITED.iter().zip(&limits) {
+                if let Some(n) = limit {
+                    p = p.limit(resource, n * unit(resource));
+                }
+            }
+            let mut c = cluster().provisioner(p.with_types(&types));
+            for (i, &(cpu, gpus, count)) in shapes.iter().enumerate() {
+                c = c.pods(pod(&format!("s{i}")).cpu(cpu).memory("1Gi").gpus(gpus).times(count));
+            }
+            let mut usage = Resources::default();
+            for (i, &t) in running.iter().enumerate() {
+                let mut n: ExistingNode = node(&format!("old-{i}"), &types[t], "us-east-1a");
+                n.labels.insert(labels::PROVISIONER_NAME.into(), "default".into());
+                usage += n.counted_capacity();
+                c = c.node(n);
+            }
+            let plan = schedule(&c.0);
+            for (resource, limit) in LIMITED.iter().zip(&limits) {
+                let Some(n) = limit else { continue };
+                let reserved: i64 = plan
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        node.instance_types
+                            .iter()
+                            .map(|name| {
+                                types
+                                    .iter()
+                                    .find(|t| &t.name == name)
+                                    .map_or(0, |t| t.capacity.get(resource))
+                            })
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .sum();
+                let limit = n * unit(resource);
+                prop_assert!(
+                    plan.nodes.is_empty() || usage.get(resource) + reserved <= limit,
+                    "{resource}: {} running + {reserved} planned > {limit}: {plan:#?}",
+                    usage.get(resource)
+                );
+            }
+        }
+    }
+}
