@@ -8,7 +8,7 @@ use crate::labels;
 use crate::requirements::Requirements;
 use crate::resources::{format_bytes, format_cpu};
 use crate::scheduler::place::{Reject, Stop, Target, within_limits};
-use crate::scheduler::provisioners::{KeyClass, ProvModel};
+use crate::scheduler::provisioners::{KeyClass, ProvModel, type_label};
 use crate::scheduler::state::PackState;
 use crate::scheduler::vector::{CPU, MEMORY, PODS};
 use crate::taints::first_untolerated;
@@ -72,6 +72,11 @@ fn provisioner_reason(
     if p.types.is_empty() {
         return if p.all_types == 0 {
             "no instance types are available to it".to_string()
+        } else if !p.crowded_out.is_empty() {
+            format!(
+                "its daemonsets alone do not fit on any of the {} instance types that meet its requirements",
+                p.crowded_out.len()
+            )
         } else {
             format!(
                 "none of its {} instance types meets its requirements with an available offering",
@@ -154,6 +159,9 @@ fn requirement_reason(p: &ProvModel, term: &Requirements) -> String {
         if matches!(p.key_class(key), KeyClass::TypeLabel)
             && !p.types.iter().any(|t| set.allows(t.label(key)))
         {
+            if p.crowded_out.iter().any(|t| set.allows(type_label(t, key))) {
+                return format!("instance types with {key} {set} cannot hold its daemonsets");
+            }
             return format!("no instance type has {key} {set}");
         }
     }

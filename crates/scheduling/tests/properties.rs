@@ -70,7 +70,7 @@ fn arb_shape() -> impl Strategy<Value = Shape> {
     ];
     (
         prop::sample::select(vec![
-            "100m", "250m", "500m", "1", "1900m", "2", "3500m", "7800m",
+            "0", "100m", "250m", "500m", "1", "1900m", "2", "3500m", "7800m",
         ]),
         prop::sample::select(vec!["128Mi", "512Mi", "1Gi", "4Gi", "12Gi"]),
         1..8usize,
@@ -103,7 +103,8 @@ struct Scenario {
     shapes: Vec<Shape>,
     provisioners: Vec<(ProvisionerKind, i32, Option<i64>)>,
     existing: Vec<(usize, usize, usize)>,
-    daemonset: bool,
+    /// The cpu of a daemonset every node runs, if any: big ones crowd out small types.
+    daemonset: Option<&'static str>,
 }
 
 fn arb_scenario() -> impl Strategy<Value = Scenario> {
@@ -111,7 +112,7 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(arb_shape(), 1..6),
         prop::collection::vec(arb_provisioner(), 0..3),
         prop::collection::vec((0..12usize, 0..3usize, 0..4usize), 0..3),
-        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["100m", "1900m", "3"])),
     )
         .prop_map(|(shapes, provisioners, existing, daemonset)| Scenario {
             shapes,
@@ -185,9 +186,9 @@ fn build(scenario: &Scenario) -> ScheduleInput {
             n
         })
         .collect();
-    let daemonsets = if scenario.daemonset {
+    let daemonsets = if let Some(cpu) = scenario.daemonset {
         let template = pod("agent")
-            .cpu("100m")
+            .cpu(cpu)
             .memory("128Mi")
             .tolerates(Toleration::everything())
             .build();

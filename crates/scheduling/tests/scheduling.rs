@@ -183,6 +183,55 @@ fn new_nodes_hold_room_for_daemonsets_that_would_run_there() {
 }
 
 #[test]
+fn a_type_whose_allocatable_cannot_hold_its_daemonsets_is_never_a_candidate() {
+    // c5.large, m5.large and r5.large have 1930m allocatable: a 2-cpu daemon does not fit,
+    // so even a pod that requests nothing must not land there.
+    let types = general_purpose_types();
+    let plan = cluster()
+        .daemonset(daemonset("agent", "2", "100Mi"))
+        .pods([pod("tiny").build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert!(plan.unschedulable.is_empty(), "{plan:#?}");
+    let node = &plan.nodes[0];
+    assert!(
+        !node.instance_types.iter().any(|t| t.ends_with(".large")),
+        "{:?}",
+        node.instance_types
+    );
+    assert_eq!(node.instance_type, "c5.xlarge");
+}
+
+#[test]
+fn daemonsets_too_big_for_every_type_leave_pods_pending_and_say_so() {
+    let types = general_purpose_types();
+    let plan = cluster()
+        .daemonset(daemonset("agent", "20", "100Mi"))
+        .pods([pod("tiny").build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert!(plan.nodes.is_empty(), "{plan:#?}");
+    assert_eq!(
+        plan.unschedulable[0].reason,
+        "provisioner default: its daemonsets alone do not fit on any of the 12 instance types \
+         that meet its requirements"
+    );
+    let pinned = cluster()
+        .daemonset(daemonset("agent", "2", "100Mi"))
+        .pods([pod("tiny")
+            .node_selector(labels::INSTANCE_TYPE, "c5.large")
+            .build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert!(pinned.nodes.is_empty(), "{pinned:#?}");
+    assert_eq!(
+        pinned.unschedulable[0].reason,
+        "provisioner default: instance types with node.kubernetes.io/instance-type In [c5.large] \
+         cannot hold its daemonsets"
+    );
+}
+
+#[test]
 fn daemonsets_that_do_not_tolerate_the_provisioner_taint_add_no_overhead() {
     let plan = cluster()
         .daemonset(daemonset("agent", "1", "1Gi"))

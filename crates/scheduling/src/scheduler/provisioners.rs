@@ -63,16 +63,21 @@ impl TypeModel {
 
     /// A label value the type's nodes will carry (instance-type falls back to the name).
     pub(crate) fn label(&self, key: &str) -> Option<&str> {
-        match self.it.labels.get(key) {
-            Some(v) => Some(v.as_str()),
-            None if key == labels::INSTANCE_TYPE => Some(&self.it.name),
-            None => None,
-        }
+        type_label(&self.it, key)
     }
 
     /// Size order for ranking without prices: vCPU, then memory.
     pub(crate) fn size(&self) -> (i64, i64) {
         (self.it.capacity.cpu_millis, self.it.capacity.memory_bytes)
+    }
+}
+
+/// A label value nodes of type `it` will carry (instance-type falls back to the name).
+pub(crate) fn type_label<'a>(it: &'a InstanceType, key: &str) -> Option<&'a str> {
+    match it.labels.get(key) {
+        Some(v) => Some(v.as_str()),
+        None if key == labels::INSTANCE_TYPE => Some(&it.name),
+        None => None,
     }
 }
 
@@ -107,6 +112,9 @@ pub(crate) struct ProvModel {
     pub types: Vec<TypeModel>,
     /// Types before requirements and offerings narrowed them.
     pub all_types: usize,
+    /// Types its requirements and offerings allow but whose allocatable cannot hold the
+    /// daemonsets that would run on them: never candidates, kept to explain why.
+    pub crowded_out: Vec<Arc<InstanceType>>,
     pub limits: BTreeMap<String, i64>,
     pub usage: Resources,
     /// Zones its types are offered in, sorted: an offering's bit is its zone's index × 2 plus
@@ -177,6 +185,7 @@ impl ProvModel {
             taints: p.taints.clone(),
             types: Vec::new(),
             all_types: input.instance_types.len(),
+            crowded_out: Vec::new(),
             limits: p.limits.clone(),
             usage,
             zones: Vec::new(),
@@ -233,7 +242,13 @@ impl ProvModel {
                     overhead += &ds.requests;
                 }
             }
-            candidate.alloc = dims.vector(&option.allocatable.saturating_sub(&overhead));
+            // Daemonsets run on every node of the type, so a type that cannot hold them
+            // cannot hold any pod either (Karpenter adds them to every pod's requests).
+            if !overhead.fits(&option.allocatable) {
+                model.crowded_out.push(Arc::clone(it));
+                continue;
+            }
+            candidate.alloc = dims.vector(&(&option.allocatable - &overhead));
             candidate.overhead = overhead;
             candidate.cheapest = candidate
                 .offerings
