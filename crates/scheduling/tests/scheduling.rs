@@ -435,6 +435,35 @@ fn undefined_keys_satisfy_does_not_exist_and_not_in() {
 }
 
 #[test]
+fn a_daemonset_for_nodes_without_gpus_counts_on_types_that_lack_the_gpu_label() {
+    // Daemonsets commonly keep off GPU nodes with `instance-gpu-count DoesNotExist`.
+    let mut types = general_purpose_types();
+    types.push(gpu_type());
+    let template = pod("agent")
+        .cpu("1")
+        .memory("1Gi")
+        .requires(labels::INSTANCE_GPU_COUNT, Operator::DoesNotExist, &[])
+        .build();
+    let agent =
+        nodewright_scheduling::pod::DaemonSet::from_template("kube-system", "agent", &template);
+    let plan = cluster()
+        .daemonset(agent.clone())
+        .pods(pod("web").cpu("1").times(2))
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    let node = &plan.nodes[0];
+    assert_eq!(node.requests.cpu_millis, 3000, "{node:#?}");
+    assert!(!node.instance_types.iter().any(|t| t.ends_with(".large")));
+    let gpu = cluster()
+        .daemonset(agent)
+        .pods([pod("train").cpu("1").gpus(1).build()])
+        .provisioner(provisioner("default").with_types(&types))
+        .plan();
+    assert_eq!(gpu.nodes[0].instance_types, ["g4dn.xlarge"]);
+    assert_eq!(gpu.nodes[0].requests.cpu_millis, 1000);
+}
+
+#[test]
 fn gt_on_instance_cpu_keeps_only_bigger_types() {
     let plan = cluster()
         .pods([pod("a")

@@ -347,7 +347,11 @@ impl ProvModel {
         for key in keys {
             let Some(set) = reqs.get(key) else { continue };
             let ok = match self.key_class(key) {
-                KeyClass::Offering | KeyClass::TypeLabel => !set.no_present_value(),
+                // Every node has a zone and a capacity type.
+                KeyClass::Offering => !set.no_present_value(),
+                // A type may lack the label (no GPUs, no local NVMe): `DoesNotExist` holds
+                // there; which types qualify is decided type by type.
+                KeyClass::TypeLabel => !set.is_empty(),
                 KeyClass::Hostname => set.allows_unlisted(),
                 KeyClass::Fixed(value) => set.allows(Some(value)),
                 KeyClass::Flexible => !set.is_empty(),
