@@ -8,6 +8,7 @@ use common::*;
 use nodewright_scheduling::labels;
 use nodewright_scheduling::plan::Plan;
 use nodewright_scheduling::requirements::Operator;
+use proptest::prelude::*;
 
 fn default_provisioner() -> nodewright_scheduling::provisioner::ProvisionerInput {
     provisioner("default").with_types(&general_purpose_types())
@@ -422,4 +423,113 @@ fn anti_affinity_only_counts_pods_in_the_selected_namespaces() {
         .provisioner(default_provisioner())
         .plan();
     assert_eq!(plan.existing.len(), 1, "{plan:#?}");
+}
+
+#[test]
+fn zone_pinned_pods_keep_their_zone_from_a_flexible_anti_affinity_pod() {
+    // The anti-affinity pod could go to any zone; the pinned pods only to us-east-1a. Taking
+    // us-east-1a for the flexible pod first would leave both pinned pods pending.
+    let plan = cluster()
+        .pods(
+            pod("pinned")
+                .cpu("500m")
+                .label("app", "cache")
+                .node_selector(labels::ZONE, "us-east-1a")
+                .times(2),
+        )
+        .pod(
+            pod("client")
+                .cpu("1")
+                .anti_affinity(labels::ZONE, &[("app", "cache")])
+                .build(),
+        )
+        .provisioner(default_provisioner())
+        .plan();
+    assert!(plan.unschedulable.is_empty(), "{plan:#?}");
+    let zone_of = |name: &str| {
+        plan.nodes
+            .iter()
+            .find(|n| n.pods.iter().any(|p| p == name))
+            .map(|n| n.zone.clone())
+    };
+    assert_eq!(zone_of("default/pinned-0").as_deref(), Some("us-east-1a"));
+    assert_eq!(zone_of("default/pinned-1").as_deref(), Some("us-east-1a"));
+    assert_ne!(zone_of("default/client").as_deref(), Some("us-east-1a"));
+}
+
+#[test]
+fn zone_pinned_anti_affinity_pods_are_placed_before_the_pod_they_repel() {
+    // Karpenter's "pod anti-affinity on zone (inverse)": one pinned pod per zone, each repelling
+    // the labelled pod; the pinned pods schedule, the labelled pod has no zone left.
+    let mut batch = cluster().provisioner(default_provisioner());
+    for zone in ZONES {
+        batch = batch.pod(
+            pod(&format!("pinned-{zone}"))
+                .cpu("1")
+                .anti_affinity(labels::ZONE, &[("app", "cache")])
+                .node_selector(labels::ZONE, zone)
+                .build(),
+        );
+    }
+    let plan = batch.pod(pod("cache").label("app", "cache").build()).plan();
+    assert_eq!(plan.nodes.len(), 3, "{plan:#?}");
+    assert_eq!(plan.unschedulable.len(), 1);
+    assert_eq!(plan.unschedulable[0].pod, "default/cache");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Zone-pinned pods and flexible pods that repel them by zone, in any order: pinned pods
+    /// only lose their zone when that lets more of the batch schedule, and a zone nobody is
+    /// pinned to takes every flexible pod.
+    #[test]
+    fn pinned_pods_are_not_crowded_out_by_pods_with_a_choice(
+        pinned in prop::collection::vec(0..4usize, 3),
+        clients in 1..4usize,
+        client_cpu in prop::sample::select(vec!["100m", "1", "3"]),
+        order in Just((0..16usize).collect::<Vec<_>>()).prop_shuffle(),
+    ) {
+        let mut pods = Vec::new();
+        for (z, &n) in pinned.iter().enumerate() {
+            pods.extend(
+                pod(&format!("pinned-{z}"))
+                    .cpu("500m")
+                    .label("app", "cache")
+                    .node_selector(labels::ZONE, ZONES[z])
+                    .times(n),
+            );
+        }
+        pods.extend(
+            pod("client")
+                .cpu(client_cpu)
+                .anti_affinity(labels::ZONE, &[("app", "cache")])
+                .times(clients),
+        );
+        let mut shuffled = Vec::new();
+        for &i in order.iter().filter(|&&i| i < pods.len()) {
+            shuffled.push(pods[i].clone());
+        }
+        let plan = cluster().pods(shuffled).provisioner(default_provisioner()).plan();
+        let mut cache_zones = std::collections::BTreeSet::new();
+        let mut client_zones = std::collections::BTreeSet::new();
+        for node in &plan.nodes {
+            for p in &node.pods {
+                if p.contains("pinned") {
+                    cache_zones.insert(node.zone.clone());
+                } else {
+                    client_zones.insert(node.zone.clone());
+                }
+            }
+        }
+        prop_assert!(cache_zones.is_disjoint(&client_zones), "{plan:#?}");
+        let total_pinned: usize = pinned.iter().sum();
+        let placed_pinned = placement(&plan).keys().filter(|p| p.contains("pinned")).count();
+        if pinned.contains(&0) {
+            prop_assert!(plan.unschedulable.is_empty(), "{plan:#?}");
+        }
+        if pinned.iter().all(|&n| n >= clients) {
+            prop_assert_eq!(placed_pinned, total_pinned, "{:#?}", plan);
+        }
+    }
 }

@@ -83,8 +83,9 @@ pub struct ScheduleInput {
 pub fn schedule(input: &ScheduleInput) -> Plan {
     let model = Model::build(input);
     let strategies = strategies(&model, &input.settings);
-    let mut best: Option<(Outcome, PackState<'_>, Vec<Option<Stop>>, String)> = None;
-    for strategy in &strategies {
+    let mut best: Option<Packed<'_>> = None;
+    let mut best_strategy = 0;
+    for (i, strategy) in strategies.iter().enumerate() {
         let (state, stops) = pack(&model, strategy);
         let outcome = outcome(&state);
         // A batch that fits one machine gets one machine, as with Karpenter: splitting it
@@ -95,10 +96,16 @@ pub fn schedule(input: &ScheduleInput) -> Plan {
             .is_none_or(|(b, _, _, _)| outcome.better_than(b))
         {
             best = Some((outcome, state, stops, strategy.name.clone()));
+            best_strategy = i;
         }
         if single_machine {
             break;
         }
+    }
+    if let Some(packed) = &best
+        && let Some(retry) = pinned_first(&model, &strategies[best_strategy], packed)
+    {
+        best = Some(retry);
     }
     match best {
         Some((_, state, stops, name)) => finalize::plan(&state, &stops, &name),
@@ -109,13 +116,54 @@ pub fn schedule(input: &ScheduleInput) -> Plan {
     }
 }
 
+/// A finished packing: how good it is, its state, why each group stopped, the strategy's name.
+type Packed<'m> = (Outcome, PackState<'m>, Vec<Option<Stop>>, String);
+
+/// Pods left pending may have lost their only domain to pods that had a choice: packs again
+/// with the pods pinned to fewest domains first. The result wins when it leaves fewer pods
+/// pending, or as many but more of the pinned ones placed (Karpenter's outcome: the pinned
+/// pods place). Only runs when pods are pending and some are pinned.
+fn pinned_first<'m>(
+    model: &'m Model<'m>,
+    strategy: &Strategy,
+    best: &Packed<'m>,
+) -> Option<Packed<'m>> {
+    let (outcome_before, state_before, _, _) = best;
+    if outcome_before.unplaced == 0 {
+        return None;
+    }
+    let pinned: Vec<usize> = (0..model.groups.len())
+        .filter(|&g| pinned_domains(model, g).is_some())
+        .collect();
+    if pinned.is_empty() {
+        return None;
+    }
+    let placed_pinned = |s: &PackState<'_>| pinned.iter().map(|&g| s.placed[g]).sum::<usize>();
+    let strategy = Strategy {
+        tight_first: true,
+        ..strategy.clone()
+    };
+    let (state, stops) = pack(model, &strategy);
+    let retry = outcome(&state);
+    let wins = retry.unplaced < outcome_before.unplaced
+        || (retry.unplaced == outcome_before.unplaced
+            && placed_pinned(&state) > placed_pinned(state_before));
+    wins.then(|| {
+        let name = format!("{}, pinned pods first", strategy.name);
+        (retry, state, stops, name)
+    })
+}
+
 /// One way of packing: a size cap per provisioner and the order groups go in.
+#[derive(Clone)]
 struct Strategy {
     name: String,
     caps: Vec<ResVec>,
     karpenter_order: bool,
     /// Pods with no topology ties go to pattern packing instead of first fit.
     patterns: bool,
+    /// Groups whose node requirements pin them to the fewest domains go first.
+    tight_first: bool,
 }
 
 /// How good a packing is, compared lexicographically.
@@ -165,6 +213,7 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
             caps: unbounded,
             karpenter_order: true,
             patterns: false,
+            tight_first: false,
         }];
     }
     let mut out = vec![Strategy {
@@ -172,6 +221,7 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
         caps: unbounded.clone(),
         karpenter_order: false,
         patterns: false,
+        tight_first: false,
     }];
     if (0..model.groups.len()).any(|g| is_free(model, g)) {
         out.push(Strategy {
@@ -179,6 +229,7 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
             caps: unbounded,
             karpenter_order: false,
             patterns: true,
+            tight_first: false,
         });
     }
     if model.groups.is_empty() {
@@ -258,6 +309,7 @@ fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> 
             caps,
             karpenter_order: false,
             patterns: false,
+            tight_first: false,
         });
     }
     out
@@ -330,7 +382,46 @@ fn group_order(model: &Model<'_>, strategy: &Strategy) -> Vec<usize> {
                 .then_with(|| a.cmp(&b))
         });
     }
+    if strategy.tight_first {
+        // Stable: within a tightness, the order above.
+        order.sort_by_key(|&g| pinned_domains(model, g).unwrap_or(usize::MAX));
+    }
     order
+}
+
+/// How many domains the group's required node terms leave it for the non-hostname topology
+/// keys it is counted by or counts by (the fewest over those keys; the widest term decides
+/// within a key). `None` when they leave every such key open.
+fn pinned_domains(model: &Model<'_>, g: usize) -> Option<usize> {
+    let group = &model.groups[g];
+    let level = group.levels.last()?;
+    let own = level
+        .spreads
+        .iter()
+        .map(|s| s.group)
+        .chain(level.affinities.iter().map(|a| a.group))
+        .chain(level.antis.iter().map(|a| a.group));
+    let mut fewest: Option<usize> = None;
+    for id in group.selected_by.iter().copied().chain(own) {
+        let definition = &model.topology.get(id).definition;
+        if definition.is_hostname() {
+            continue;
+        }
+        let mut widest = Some(0);
+        for term in &level.terms {
+            widest = match (
+                widest,
+                term.get(&definition.key).and_then(|s| s.finite_values()),
+            ) {
+                (Some(w), Some(values)) => Some(w.max(values.len())),
+                _ => None,
+            };
+        }
+        if let Some(n) = widest {
+            fewest = Some(fewest.map_or(n, |f| f.min(n)));
+        }
+    }
+    fewest
 }
 
 /// Packs every group under one strategy. A group that fails relaxes a level and retries at
