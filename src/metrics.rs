@@ -104,6 +104,7 @@ pub struct Metrics {
     provisioner_usage_pct: GaugeVec,
     cost_per_hour: GaugeVec,
     pods_evicted: IntCounterVec,
+    controller_panics: IntCounterVec,
     disruption: DisruptionMetrics,
     /// The `karpenter_pods_state` series last set, so those no pod matches any more go.
     pod_series: Mutex<BTreeSet<PodStateLabels>>,
@@ -215,6 +216,11 @@ impl Metrics {
                 "Pods evicted from nodes being terminated.",
                 &[],
             )?,
+            controller_panics: counter(
+                "nodewright_controller_panics_total",
+                "Actions that panicked (each is retried with backoff like any failure), by controller.",
+                &["controller"],
+            )?,
             disruption: DisruptionMetrics::register(&registry)?,
             scheduling_duration,
             cloudprovider_duration,
@@ -236,6 +242,11 @@ impl Metrics {
     }
 
     /// One pod evicted by a drain.
+    /// The counter of `controller`'s panicking actions.
+    pub fn controller_panics(&self, controller: &str) -> prometheus::IntCounter {
+        self.controller_panics.with_label_values(&[controller])
+    }
+
     pub fn pod_evicted(&self) {
         self.pods_evicted.with_label_values::<&str>(&[]).inc();
     }

@@ -1,13 +1,15 @@
 //! Per-object actions for the loops that act on many objects (machines, terminating nodes): at
 //! most one action in flight per object, retries with doubling backoff after a failure, and a
-//! requested second look at a given time.
+//! requested second look at a given time. An action that panics is a failure like any other:
+//! logged once with its object, counted, retried after the backoff.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use prometheus::IntCounter;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use crate::clock::{Clock, sleep_until};
 use crate::state::Changes;
@@ -22,12 +24,24 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Work {
     tasks: JoinSet<(String, Outcome)>,
+    /// The object of each action in flight, so one that panics is still known by name.
+    names: HashMap<Id, String>,
     busy: HashSet<String>,
     not_before: HashMap<String, SystemTime>,
     failures: HashMap<String, u32>,
+    /// Counts actions that panicked.
+    panics: Option<IntCounter>,
 }
 
 impl Work {
+    /// Work whose panicking actions are counted in `panics`.
+    pub fn counting_panics(panics: IntCounter) -> Work {
+        Work {
+            panics: Some(panics),
+            ..Work::default()
+        }
+    }
+
     /// Whether `name` may be acted on at `now` (nothing in flight, no backoff pending).
     pub fn is_idle(&self, name: &str, now: SystemTime) -> bool {
         !self.busy.contains(name) && self.not_before.get(name).is_none_or(|at| *at <= now)
@@ -36,7 +50,14 @@ impl Work {
     pub fn spawn(&mut self, name: String, action: impl Future<Output = Outcome> + Send + 'static) {
         self.busy.insert(name.clone());
         self.not_before.remove(&name);
-        self.tasks.spawn(async move { (name, action.await) });
+        let id = self
+            .tasks
+            .spawn({
+                let name = name.clone();
+                async move { (name, action.await) }
+            })
+            .id();
+        self.names.insert(id, name);
     }
 
     /// The earliest time an object asked to be looked at again.
@@ -51,10 +72,30 @@ impl Work {
     /// Waits for one action to end and records its outcome; `now` dates a backoff.
     /// Pending forever when nothing is in flight.
     pub async fn completed(&mut self, now: impl Fn() -> SystemTime, what: &str) {
-        let Some(done) = self.tasks.join_next().await else {
+        let Some(done) = self.tasks.join_next_with_id().await else {
             return std::future::pending().await;
         };
-        let Ok((name, outcome)) = done else { return };
+        let (name, outcome) = match done {
+            Ok((id, (name, outcome))) => {
+                self.names.remove(&id);
+                (name, outcome)
+            }
+            Err(error) => {
+                let Some(name) = self.names.remove(&error.id()) else {
+                    return;
+                };
+                if !error.is_panic() {
+                    // Aborted: only `abort_all` does that, on the way out.
+                    self.busy.remove(&name);
+                    return;
+                }
+                if let Some(panics) = &self.panics {
+                    panics.inc();
+                }
+                let cause = panic_message(error.into_panic());
+                (name, Err(format!("panicked: {cause}")))
+            }
+        };
         self.busy.remove(&name);
         match outcome {
             Ok(again) => {
@@ -83,6 +124,8 @@ impl Work {
 
     pub fn abort_all(&mut self) {
         self.tasks.abort_all();
+        self.names.clear();
+        self.busy.clear();
     }
 
     /// Waits for the next reason to look again: a change to the cache, an action ending, the
@@ -108,5 +151,52 @@ impl Work {
             () = self.completed(|| clock.now(), what), if has_tasks => true,
             () = sleep_until(clock, wake_at.unwrap_or(now)), if wake_at.is_some() => true,
         }
+    }
+}
+
+/// The text a panic was raised with, when it was a string.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .unwrap_or_else(|| "a panic without a message".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_action_is_a_counted_failure_that_is_retried_after_its_backoff() {
+        let panics = IntCounter::new("panics", "test").expect("a counter");
+        let mut work = Work::counting_panics(panics.clone());
+        work.spawn("node-a".to_string(), async {
+            panic!("a bug in the action");
+        });
+        assert!(!work.is_idle("node-a", at(0)), "busy while in flight");
+        work.completed(|| at(0), "test action").await;
+        assert_eq!(panics.get(), 1, "the panic is counted");
+        assert!(!work.has_tasks());
+        assert!(
+            !work.is_idle("node-a", at(1)),
+            "backing off like any failed action"
+        );
+        assert!(
+            work.is_idle("node-a", at(0) + FIRST_BACKOFF),
+            "not wedged: the object is acted on again after the backoff"
+        );
+        work.spawn("node-a".to_string(), async { Ok(None) });
+        work.completed(|| at(3), "test action").await;
+        assert!(
+            work.is_idle("node-a", at(3)),
+            "a success clears the failure"
+        );
     }
 }
