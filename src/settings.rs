@@ -258,6 +258,12 @@ impl Settings {
         }
     }
 
+    /// The most one cloud provider operation may take, its SDK retries included: half the
+    /// launch TTL, so a launch that hangs fails and is retried (or given up) in time.
+    pub fn cloud_call_deadline(&self) -> Duration {
+        self.launch_ttl / 2
+    }
+
     /// How pending pods are batched.
     pub fn batch_window(&self) -> BatchWindow {
         BatchWindow {

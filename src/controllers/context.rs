@@ -82,7 +82,8 @@ impl Context {
         }
     }
 
-    /// One cloud provider call, timed and counted under `controller` and `method`
+    /// One cloud provider call, bounded by [`Settings::cloud_call_deadline`], timed and counted
+    /// under `controller` and `method`
     /// (`karpenter_cloudprovider_duration_seconds`, `karpenter_cloudprovider_errors_total`).
     pub async fn cloud_call<T>(
         &self,
@@ -91,7 +92,17 @@ impl Context {
         call: impl Future<Output = Result<T, CloudProviderError>>,
     ) -> Result<T, CloudProviderError> {
         let started = Instant::now();
-        let result = call.await;
+        let deadline = self.settings.cloud_call_deadline();
+        let result = tokio::select! {
+            result = call => result,
+            () = crate::clock::sleep(self.clock.as_ref(), deadline) => {
+                Err(CloudProviderError::Retryable {
+                    operation: method.to_string(),
+                    code: Some("DeadlineExceeded".to_string()),
+                    message: format!("no answer within {}s", deadline.as_secs()),
+                })
+            }
+        };
         self.metrics.observe_cloudprovider_call(
             controller,
             method,

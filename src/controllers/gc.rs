@@ -95,8 +95,7 @@ async fn collect(ctx: &Context) -> Result<(), String> {
         .map(|m| m.machine.clone())
         .collect();
     let instances = ctx
-        .cloud
-        .list()
+        .cloud_call(CONTROLLER, "List", ctx.cloud.list())
         .await
         .map_err(|e| format!("cannot list instances: {e}"))?;
     let garbage = find_garbage(&instances, &machines, ctx.clock.now());
@@ -108,7 +107,10 @@ async fn collect(ctx: &Context) -> Result<(), String> {
                 .unwrap_or_else(|| instance.instance_id.clone()),
             Some(instance.provider_id.clone()),
         );
-        match ctx.cloud.delete(&id).await {
+        match ctx
+            .cloud_call(CONTROLLER, "Delete", ctx.cloud.delete(&id))
+            .await
+        {
             Ok(_) | Err(CloudProviderError::NotFound { .. }) => {
                 tracing::info!(
                     instance = %instance.instance_id,
@@ -130,7 +132,8 @@ async fn collect(ctx: &Context) -> Result<(), String> {
             continue;
         };
         // The list may be stale: ask for this one instance before deleting its machine.
-        match ctx.cloud.get(&MachineId::from(machine)).await {
+        let id = MachineId::from(machine);
+        match ctx.cloud_call(CONTROLLER, "Get", ctx.cloud.get(&id)).await {
             Err(CloudProviderError::NotFound { .. }) => {}
             Ok(instance) if instance.state.is_going_away() => {}
             _ => continue,
