@@ -11,6 +11,8 @@ mod binding;
 mod recovery;
 #[path = "controller/termination.rs"]
 mod termination;
+#[path = "controller/writes.rs"]
+mod writes;
 
 use nodewright::apis::common::find_condition;
 use nodewright::apis::machine::{MACHINE_INITIALIZED, MACHINE_LAUNCHED, MACHINE_REGISTERED};

@@ -31,14 +31,23 @@ pub enum FakeCall {
     InstanceTypes,
 }
 
+/// An injected failure: retryable with a provider code, or a launch configuration that cannot
+/// work as written.
+enum Fault {
+    Retryable { code: String },
+    InvalidConfiguration(String),
+}
+
 #[derive(Default)]
 struct State {
     instances: BTreeMap<String, LaunchedInstance>,
     next_id: u64,
     no_capacity: HashSet<OfferingKey>,
-    failures: HashMap<FakeCall, VecDeque<(Option<String>, String)>>,
+    failures: HashMap<FakeCall, VecDeque<Fault>>,
     drifted: HashMap<String, DriftReason>,
     requests: Vec<LaunchRequest>,
+    /// Create calls left that never answer.
+    hanging_creates: usize,
 }
 
 pub struct FakeCloudProvider {
@@ -101,8 +110,25 @@ impl FakeCloudProvider {
         let mut state = self.lock();
         let queue = state.failures.entry(call).or_default();
         for _ in 0..times {
-            queue.push_back((Some(code.to_string()), format!("injected {code}")));
+            queue.push_back(Fault::Retryable {
+                code: code.to_string(),
+            });
         }
+    }
+
+    /// The next `times` create calls never answer, as a connection that hangs.
+    pub fn hang_next_creates(&self, times: usize) {
+        self.lock().hanging_creates += times;
+    }
+
+    /// The next call of `call` fails as a launch configuration that cannot work (no retry fixes
+    /// it), saying `message`.
+    pub fn fail_next_invalid(&self, call: FakeCall, message: &str) {
+        self.lock()
+            .failures
+            .entry(call)
+            .or_default()
+            .push_back(Fault::InvalidConfiguration(message.to_string()));
     }
 
     /// `is_drifted` reports `reason` for this instance.
@@ -142,11 +168,14 @@ impl FakeCloudProvider {
             .get_mut(&call)
             .and_then(VecDeque::pop_front)
         {
-            Some((code, message)) => Err(CloudProviderError::Retryable {
+            Some(Fault::Retryable { code }) => Err(CloudProviderError::Retryable {
                 operation: format!("{call:?}"),
-                code,
-                message,
+                message: format!("injected {code}"),
+                code: Some(code),
             }),
+            Some(Fault::InvalidConfiguration(message)) => {
+                Err(CloudProviderError::InvalidConfiguration(message))
+            }
             None => Ok(()),
         }
     }
@@ -319,6 +348,15 @@ impl FakeCloudProvider {
 
 impl CloudProvider for FakeCloudProvider {
     fn create<'a>(&'a self, request: &'a LaunchRequest) -> BoxFuture<'a, Result<LaunchedInstance>> {
+        let hangs = {
+            let mut state = self.lock();
+            let hangs = state.hanging_creates > 0;
+            state.hanging_creates = state.hanging_creates.saturating_sub(1);
+            hangs
+        };
+        if hangs {
+            return Box::pin(std::future::pending());
+        }
         Box::pin(std::future::ready(self.launch(request)))
     }
 

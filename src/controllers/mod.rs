@@ -22,9 +22,12 @@ pub mod manager;
 pub mod provisioning;
 pub mod termination;
 pub mod work;
+pub mod write;
 
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod termination_tests;
 
 /// Resources as a Kubernetes `ResourceList` (`cpu: 1500m`, `memory: 8Gi`, `pods: 58`).
 pub fn resource_list(resources: &Resources) -> BTreeMap<String, Quantity> {

@@ -1,18 +1,20 @@
 //! Node termination, behind the `karpenter.sh/termination` finalizer: cordon, drain through the
 //! Eviction API (PDBs are the API server's to enforce: a refused eviction is retried with
 //! backoff), wait for the pods to go, terminate the instance, wait until it is gone, then remove
-//! the finalizer so the node object goes last. A NotReady node whose instance is already gone
-//! skips the drain: nothing runs there to move.
+//! the finalizer so the node object goes last. A NotReady node is drained like any other unless
+//! the cloud says its instance is gone; pods stuck terminating past their grace period (a
+//! kubelet that no longer answers) no longer hold the drain up.
 //!
 //! [`next_step`] decides from the cache alone; the loop acts, one node at a time per node.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, EvictParams, Patch, PatchParams};
 use nodewright_scheduling::labels;
+use nodewright_scheduling::taints::{Taint, TaintEffect};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -21,6 +23,7 @@ use crate::apis::common::CONDITION_TRUE;
 use crate::cloudprovider::{CloudProviderError, DeleteStatus, MachineId};
 use crate::controllers::context::Context;
 use crate::controllers::work::{Outcome, Work};
+use crate::controllers::write;
 use crate::state::{ClusterState, NodeEntry, PodEntry};
 
 const CONTROLLER: &str = "node.termination";
@@ -46,8 +49,15 @@ pub enum TerminationStep {
     Terminate,
 }
 
-/// The next termination step for `node`, whose pods are `pods`.
-pub fn next_step(node: &NodeEntry, pods: &[&PodEntry]) -> TerminationStep {
+/// How long past its grace period a pod being deleted still holds up a drain. Past that, its
+/// kubelet is taken to be gone (partitioned or NotReady) and the pod as good as gone; Karpenter
+/// uses the same minute.
+pub const STUCK_TERMINATING_AFTER: Duration = Duration::from_secs(60);
+
+/// The next termination step for `node`, whose pods are `pods`, at `now`. A NotReady node is
+/// drained like any other: only the cloud can say its instance is gone (see [`act`]), and a
+/// kubelet blip must not take pods down without their disruption budgets.
+pub fn next_step(node: &NodeEntry, pods: &[&PodEntry], now: SystemTime) -> TerminationStep {
     let has_finalizer = node
         .node
         .metadata
@@ -59,20 +69,20 @@ pub fn next_step(node: &NodeEntry, pods: &[&PodEntry]) -> TerminationStep {
     if !node.deleting || !has_finalizer {
         return TerminationStep::None;
     }
+    // Created early and never registered: no kubelet runs there, its pods are released instead.
+    if crate::controllers::lifecycle::early::awaits_kubelet(&node.node) {
+        return TerminationStep::Terminate;
+    }
     let cordoned = node
         .node
         .spec
         .as_ref()
         .and_then(|s| s.unschedulable)
         .unwrap_or(false);
-    if !cordoned && is_ready(node) {
+    if !cordoned {
         return TerminationStep::Cordon;
     }
-    if !is_ready(node) {
-        // Nothing there answers an eviction; the instance decides (see the loop).
-        return TerminationStep::Terminate;
-    }
-    let drainable: Vec<&&PodEntry> = pods.iter().filter(|p| !p.daemon && !p.mirror).collect();
+    let drainable: Vec<&&PodEntry> = pods.iter().filter(|p| must_drain(p, now)).collect();
     let to_evict: Vec<String> = drainable
         .iter()
         .filter(|p| !p.deleting)
@@ -85,6 +95,23 @@ pub fn next_step(node: &NodeEntry, pods: &[&PodEntry]) -> TerminationStep {
         return TerminationStep::WaitForPods(drainable.len());
     }
     TerminationStep::Terminate
+}
+
+/// Whether the drain waits for `pod`. Left out: daemon and mirror pods (their controllers put
+/// them back), pods that tolerate the cordon (they would come straight back after each eviction,
+/// so the drain would never end), and pods stuck terminating well past their grace period.
+fn must_drain(pod: &PodEntry, now: SystemTime) -> bool {
+    let unschedulable = Taint::new(labels::TAINT_UNSCHEDULABLE, "", TaintEffect::NoSchedule);
+    let tolerates_cordon = pod
+        .pod
+        .placement
+        .tolerations
+        .iter()
+        .any(|t| t.tolerates(&unschedulable));
+    let stuck = pod
+        .deletion_deadline
+        .is_some_and(|deadline| now > deadline + STUCK_TERMINATING_AFTER);
+    !pod.daemon && !pod.mirror && !tolerates_cordon && !stuck && !pod.terminal
 }
 
 fn is_ready(node: &NodeEntry) -> bool {
@@ -134,7 +161,7 @@ pub const REASON_NODE_NEVER_CAME: &str = "NodeNeverRegistered";
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
-    let mut work = Work::default();
+    let mut work = Work::counting_panics(ctx.metrics.controller_panics(CONTROLLER));
     loop {
         let now = ctx.clock.now();
         changes.borrow_and_update();
@@ -146,7 +173,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 .map(|n| {
                     let pods = state.pods_on_node(&n.core.name);
                     let machine = machine_of(&state, n);
-                    (n.clone(), machine, next_step(n, &pods))
+                    (n.clone(), machine, next_step(n, &pods, now))
                 })
                 .filter(|(_, _, step)| *step != TerminationStep::None)
                 .collect()
@@ -181,6 +208,15 @@ async fn act(
 ) -> Outcome {
     let name = node.core.name.clone();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let draining = matches!(
+        step,
+        TerminationStep::Evict(_) | TerminationStep::WaitForPods(_)
+    );
+    // Nothing runs on a node whose instance is gone: no drain to wait for.
+    if draining && !is_ready(node) && instance_gone(ctx, node, machine).await? {
+        tracing::info!(node = %name, "Instance of NotReady node is gone; skipping the drain");
+        return terminate(ctx, node, machine).await;
+    }
     match step {
         TerminationStep::None => Ok(None),
         TerminationStep::Cordon => {
@@ -227,12 +263,33 @@ async fn act(
     }
 }
 
+fn machine_id(node: &NodeEntry, machine: Option<&Machine>) -> MachineId {
+    match machine {
+        Some(machine) => MachineId::from(machine),
+        None => MachineId::new(node.core.name.clone(), node.provider_id.clone()),
+    }
+}
+
+/// Whether the cloud says the node's instance no longer exists.
+async fn instance_gone(
+    ctx: &Context,
+    node: &NodeEntry,
+    machine: Option<&Machine>,
+) -> Result<bool, String> {
+    let id = machine_id(node, machine);
+    match ctx.cloud_call(CONTROLLER, "Get", ctx.cloud.get(&id)).await {
+        Ok(_) => Ok(false),
+        Err(CloudProviderError::NotFound { .. }) => Ok(true),
+        Err(e) => Err(format!(
+            "cannot tell whether the instance of NotReady node {} is gone: {e}",
+            node.core.name
+        )),
+    }
+}
+
 async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -> Outcome {
     let name = node.core.name.clone();
-    let id = match machine {
-        Some(machine) => MachineId::from(machine),
-        None => MachineId::new(name.clone(), node.provider_id.clone()),
-    };
+    let id = machine_id(node, machine);
     match ctx
         .cloud_call(CONTROLLER, "Delete", ctx.cloud.delete(&id))
         .await
@@ -257,27 +314,21 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
             Err(e) => return Err(format!("cannot delete machine {}: {e}", machine.name_any())),
         }
     }
-    let left: Vec<String> = node
-        .node
-        .metadata
-        .finalizers
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != labels::TERMINATION_FINALIZER)
-        .collect();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    match nodes
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": left } })),
-        )
-        .await
-    {
-        Ok(released) if !left.is_empty() => ctx.state.apply(&released),
-        Ok(released) => ctx.state.remove(&released),
-        // Released already (by an earlier pass whose answer was lost).
+    match write::release(&nodes, &node.node).await {
+        Ok(Some(released))
+            if released
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty()) =>
+        {
+            ctx.state.apply(&released)
+        }
+        Ok(Some(released)) => ctx.state.remove(&released),
+        // Released already (by an earlier pass whose answer was lost, or in the cache's
+        // stale view): the node goes with the other finalizers.
+        Ok(None) => return Ok(None),
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
         Err(e) => return Err(format!("cannot release node {name}: {e}")),
     }

@@ -10,6 +10,7 @@
 //! decisions.
 
 mod intern;
+mod limits;
 mod nominations;
 mod report;
 pub mod shrink;
@@ -18,6 +19,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use k8s_openapi::api::apps::v1::DaemonSet as K8sDaemonSet;
 use k8s_openapi::api::core::v1 as k8s;
@@ -52,6 +54,8 @@ pub struct PodEntry {
     /// Succeeded or Failed: it holds no resources.
     pub terminal: bool,
     pub deleting: bool,
+    /// `metadata.deletionTimestamp`: when its grace period ends.
+    pub deletion_deadline: Option<SystemTime>,
     /// Owned by a DaemonSet: placed by its controller on every node.
     pub daemon: bool,
     /// A static pod's mirror (owned by a Node).
@@ -431,6 +435,10 @@ fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry
             .map(|n| strings.share_ref(n)),
         terminal: matches!(&*phase, "Succeeded" | "Failed"),
         deleting: meta.deletion_timestamp.is_some(),
+        deletion_deadline: meta
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| SystemTime::from(t.0)),
         daemon: owned_by("DaemonSet"),
         mirror: owned_by("Node")
             || annotations.is_some_and(|a| a.contains_key(shrink::MIRROR_POD_ANNOTATION)),

@@ -307,10 +307,7 @@ impl ClusterState {
             };
             let counted = match &entry.capacity {
                 Some(capacity) => capacity.clone(),
-                None => types_by_name
-                    .get(provisioner.as_str())
-                    .and_then(|types| largest_candidate(types, &entry.machine.spec.requirements))
-                    .unwrap_or_else(|| entry.requests.clone()),
+                None => counted_before_launch(&types_by_name, provisioner, entry),
             };
             *usage.entry(provisioner.clone()).or_default() += &counted;
         }
@@ -426,6 +423,40 @@ fn cheapest_candidate<'a>(
 }
 
 /// The largest capacity, resource by resource, among the machine's candidate types.
+/// What an unlaunched machine counts against its provisioner: the largest capacity among its
+/// candidates, as the scheduler reserves it; its requests when no candidate is known.
+fn counted_before_launch(
+    types_by_name: &HashMap<&str, HashMap<&str, &InstanceType>>,
+    provisioner: &str,
+    entry: &MachineEntry,
+) -> Resources {
+    types_by_name
+        .get(provisioner)
+        .and_then(|types| largest_candidate(types, &entry.machine.spec.requirements))
+        .unwrap_or_else(|| entry.requests.clone())
+}
+
+/// [`counted_before_launch`] of a machine not in the cache yet; `None` without a provisioner
+/// or with requests that cannot be read.
+pub(super) fn counted_for_new_machine(
+    types: &InstanceTypesByProvisioner,
+    machine: &Machine,
+) -> Option<(String, Resources)> {
+    let provisioner = machine
+        .metadata
+        .labels
+        .as_ref()?
+        .get(labels::PROVISIONER_NAME)?
+        .clone();
+    let types_by_name: HashMap<&str, &InstanceType> = types
+        .get(&provisioner)
+        .map(|list| list.iter().map(|t| (t.name.as_str(), t.as_ref())).collect())
+        .unwrap_or_default();
+    let counted = largest_candidate(&types_by_name, &machine.spec.requirements)
+        .or_else(|| crate::convert::pod::quantities(&machine.spec.resources.requests).ok())?;
+    Some((provisioner, counted))
+}
+
 fn largest_candidate(
     types: &HashMap<&str, &InstanceType>,
     requirements: &[NodeSelectorRequirement],

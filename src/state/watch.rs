@@ -22,7 +22,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::limits::Reservations;
 use super::nominations::Nominations;
+use super::views::{InstanceTypesByProvisioner, counted_for_new_machine};
 use super::{ClusterState, object_key};
 use crate::apis::{AwsNodeTemplate, Machine, Provisioner};
 use crate::convert::ConvertError;
@@ -50,6 +52,8 @@ pub struct SharedState {
     nominated: Mutex<Nominations>,
     /// Pods to bind to each new machine's node as soon as it launches (`BIND_PODS`).
     early_pods: Mutex<HashMap<String, Vec<String>>>,
+    /// Machines admitted against their provisioner's limits, not yet in the cache.
+    reservations: Mutex<Reservations>,
 }
 
 /// The name of the machine behind `node`, if nodewright launched it.
@@ -80,6 +84,7 @@ impl Default for SharedState {
             synced: watch::Sender::new(BTreeSet::new()),
             nominated: Mutex::new(Nominations::default()),
             early_pods: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(Reservations::default()),
         }
     }
 }
@@ -114,6 +119,33 @@ impl SharedState {
     /// kube-scheduler (see [`super::PENDING_HOLD`]).
     pub fn nominate_batch(&self, targets: &[&str], until: SystemTime, pods: &[String]) {
         lock(&self.nominated).nominate_batch(targets, until, pods);
+    }
+
+    /// Admits `machine` against its provisioner's limits before it is created, whichever loop
+    /// creates it: what the cache counts plus the machines admitted and not yet cached, plus
+    /// this one at its largest candidate, must stay within every limit. Call
+    /// [`SharedState::machine_not_created`] when the create fails.
+    pub fn admit_machine(
+        &self,
+        machine: &Machine,
+        types: &InstanceTypesByProvisioner,
+    ) -> Result<(), String> {
+        let name = machine.name_any();
+        let Some((provisioner, counted)) = counted_for_new_machine(types, machine) else {
+            return Ok(());
+        };
+        let state = self.read();
+        lock(&self.reservations).admit(&state, types, &name, &provisioner, counted)
+    }
+
+    /// Ends the reservation of a machine whose create failed.
+    pub fn machine_not_created(&self, machine: &str) {
+        lock(&self.reservations).release(machine);
+    }
+
+    /// Machines admitted and not yet in the cache.
+    pub fn reserved_machines(&self) -> usize {
+        lock(&self.reservations).count()
     }
 
     /// Remembers the pods (`namespace/name`) to bind early to `machine`'s node.
@@ -187,6 +219,10 @@ impl SharedState {
         if let Err(error) = K::apply(state, object) {
             tracing::warn!(kind = K::KIND, object = %key, %error, "cannot use object; leaving it out of decisions");
         }
+        if K::KIND == <Machine as Cached>::KIND {
+            // The cache counts it from now on.
+            lock(&self.reservations).release(&key);
+        }
         if !was_provisionable && K::is_provisionable(state, &key) {
             lock(&self.new_pods).insert(key);
         }
@@ -200,6 +236,11 @@ impl SharedState {
 
     fn remove_locked<K: Cached>(&self, state: &mut ClusterState, key: &str) {
         K::remove(state, key);
+        if K::KIND == <Machine as Cached>::KIND {
+            // A machine deleted before its node came (a capacity error, a launch that timed
+            // out) never takes its early binding.
+            lock(&self.early_pods).remove(key);
+        }
         self.changes.send_modify(|c| {
             c.any += 1;
             if K::CAPACITY_ON_DELETE || K::RULES {
@@ -514,5 +555,29 @@ mod tests {
         assert!(!is_older(Some("abc"), Some("10")), "opaque versions apply");
         assert!(!is_older(None, Some("10")));
         assert!(!is_older(Some("1"), None));
+    }
+
+    #[test]
+    fn a_machine_deleted_before_its_node_came_leaves_no_early_binding_behind() {
+        let shared = SharedState::new();
+        let machine: Machine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1alpha5", "kind": "Machine",
+            "metadata": {"name": "default-abcde", "resourceVersion": "5"},
+            "spec": {}
+        }))
+        .expect("a machine");
+        shared.apply(&machine);
+        shared.plan_early_binding("default-abcde", vec!["default/web-1".into()]);
+        shared.plan_early_binding("default-fghij", vec!["default/web-2".into()]);
+        shared.remove(&machine);
+        assert!(
+            shared.take_early_binding("default-abcde").is_empty(),
+            "the deleted machine's plan went with it"
+        );
+        assert_eq!(
+            shared.take_early_binding("default-fghij"),
+            ["default/web-2"],
+            "other machines keep theirs"
+        );
     }
 }

@@ -323,3 +323,89 @@ async fn a_controller_killed_mid_drain_resumes_it_and_the_finalizer_holds_the_no
     second.stop().await;
     sim.stop().await;
 }
+
+/// A launch no retry can fix does not hold the pods behind it until the launch TTL: the
+/// machine goes at once, with an Event saying why, and the next batch launches for its pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_can_never_launch_is_deleted_at_once_and_its_pods_launch_again() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::Api;
+    use nodewright::cloudprovider::fake::FakeCall;
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.cloud.fail_next_invalid(
+        FakeCall::Create,
+        "none of the instance types [c6i.large] is offered",
+    );
+    sim.add_pods("inflate", 1, "1", json!({})).await;
+    sim.unschedulable_pods(1).await;
+    let controller = sim.controller();
+
+    let running = sim.running_pods(1).await;
+    assert!(node_of(&running[0]).is_some());
+    let events: Api<Event> = Api::all(sim.client.clone());
+    let failed: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events list")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("LaunchFailed"))
+        .inspect(|e| {
+            assert!(
+                e.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("is offered"),
+                "the Event says why: {e:?}"
+            )
+        })
+        .filter_map(|e| e.involved_object.name)
+        .collect();
+    assert_eq!(failed.len(), 1, "one machine failed to launch: {failed:?}");
+    let machines = sim.machines().await;
+    assert_eq!(machines.len(), 1);
+    assert_ne!(
+        machines[0].metadata.name.as_ref(),
+        Some(&failed[0]),
+        "the machine that could not launch was deleted, not retried"
+    );
+    let terminated = sim
+        .metric(
+            &controller.metrics,
+            "karpenter_machines_terminated_total",
+            "reason=\"launch_failed\"",
+        )
+        .await;
+    assert_eq!(terminated, 1.0);
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// A launch whose cloud call never answers (a hung connection) is cut off at its deadline and
+/// tried again, so the pods behind it still get a node instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_that_never_answers_is_cut_off_and_tried_again() {
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner("default", json!({})))
+        .await;
+    sim.cloud.hang_next_creates(1);
+    sim.add_pods("inflate", 1, "1", json!({})).await;
+    sim.unschedulable_pods(1).await;
+    let controller = sim.controller();
+
+    let running = sim.running_pods(1).await;
+    assert!(node_of(&running[0]).is_some());
+    let timed_out = sim
+        .metric(
+            &controller.metrics,
+            "karpenter_cloudprovider_errors_total",
+            "method=\"Create\"",
+        )
+        .await;
+    assert_eq!(timed_out, 1.0, "the hung call counts as one failed call");
+    controller.stop().await;
+    sim.stop().await;
+}

@@ -131,6 +131,17 @@ async fn a_new_node_is_not_found_empty_while_the_pods_launched_for_it_wait_to_be
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pdb() {
+    deleted_node_is_drained_within_its_pdb(false).await;
+}
+
+/// A kubelet that stops reporting is no reason to take pods down without their budget: only
+/// a gone instance skips the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_not_ready_node_is_still_drained_within_its_pdb() {
+    deleted_node_is_drained_within_its_pdb(true).await;
+}
+
+async fn deleted_node_is_drained_within_its_pdb(not_ready: bool) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -179,6 +190,19 @@ async fn a_deleted_node_gets_its_replacement_first_and_its_drain_respects_the_pd
     };
 
     let nodes: Api<Node> = Api::all(sim.client.clone());
+    if not_ready {
+        let status = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}
+        ]}});
+        nodes
+            .patch_status(
+                &old_node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(status),
+            )
+            .await
+            .expect("the node goes NotReady");
+    }
     nodes
         .delete(&old_node, &DeleteParams::default())
         .await

@@ -20,6 +20,7 @@ use crate::controllers::context::Context;
 use crate::controllers::events::reference;
 use crate::controllers::provisioning::decide::{self, MachineNames};
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
+use crate::controllers::write;
 use crate::metrics::REASON_DEPROVISIONING;
 
 /// Event reasons on nodes (Karpenter's).
@@ -105,7 +106,6 @@ pub async fn execute(
 
 /// Creates a Machine per replacement; on failure, the ones created so far and why.
 async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<String>, String)> {
-    let api: Api<Machine> = Api::all(ctx.client.clone());
     let (provisioners, taken) = {
         let state = ctx.state.read();
         let provisioners: Vec<_> = command
@@ -129,9 +129,8 @@ async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<St
             return Err((created, why));
         };
         let machine = decide::machine(planned, &provisioner, names.next(&planned.provisioner));
-        match api.create(&PostParams::default(), &machine).await {
+        match write::create_machine(ctx, &machine).await {
             Ok(machine) => {
-                ctx.state.apply(&machine);
                 let name = machine.name_any();
                 // Its pods are on their way: emptiness and consolidation leave it alone.
                 ctx.state.nominate(&name, until);

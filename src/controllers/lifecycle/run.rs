@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -24,6 +24,7 @@ use crate::controllers::context::{Context, node_template};
 use crate::controllers::events::reference;
 use crate::controllers::resource_list;
 use crate::controllers::work::{Outcome, Work};
+use crate::controllers::write;
 use crate::state::{MachineEntry, NodeEntry};
 
 const CONTROLLER: &str = "machine.lifecycle";
@@ -46,7 +47,7 @@ enum Action {
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
-    let mut work = Work::default();
+    let mut work = Work::counting_panics(ctx.metrics.controller_panics(CONTROLLER));
     loop {
         let now = ctx.clock.now();
         changes.borrow_and_update();
@@ -187,7 +188,7 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
     });
     let request = match request {
         Ok(request) => request,
-        Err(reason) => return launch_failed(ctx, entry, &reason).await,
+        Err(reason) => return cannot_launch(ctx, entry, &reason).await,
     };
     let result = ctx
         .cloud_call(CONTROLLER, "Create", ctx.cloud.create(&request))
@@ -209,11 +210,29 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
             }
             return Ok(None);
         }
-        Err(error) => return launch_failed(ctx, entry, &error.to_string()).await,
+        Err(error) if error.is_retryable() => {
+            return launch_failed(ctx, entry, &error.to_string()).await;
+        }
+        Err(error) => return cannot_launch(ctx, entry, &error.to_string()).await,
     };
     record_launch(ctx, entry, &instance).await?;
     if ctx.settings.bind_pods {
         super::early::bind_early(ctx, entry, &instance).await;
+    }
+    Ok(None)
+}
+
+/// A launch that no retry will fix (no offering matches, a template that cannot be resolved,
+/// a refused request): the machine goes at once, so it stops counting as capacity on its way
+/// and its pods are planned again in the next batch.
+async fn cannot_launch(ctx: &Context, entry: &MachineEntry, reason: &str) -> Outcome {
+    let name = entry.machine.name_any();
+    ctx.events
+        .warning(reference(&entry.machine), REASON_LAUNCH_FAILED, reason);
+    tracing::warn!(machine = %name, "cannot launch: {reason}; deleting the machine so its pods go to the next batch");
+    delete_machine(ctx, &entry.machine).await?;
+    if let Some(provisioner) = &entry.provisioner {
+        ctx.metrics.machine_terminated("launch_failed", provisioner);
     }
     Ok(None)
 }
@@ -355,38 +374,7 @@ async fn register(
 ) -> Outcome {
     let name = entry.machine.name_any();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let mut patch = json!({ "metadata": { "labels": registration.labels } });
-    if registration.add_finalizer {
-        let mut finalizers = node.node.metadata.finalizers.clone().unwrap_or_default();
-        finalizers.push(labels::TERMINATION_FINALIZER.to_string());
-        patch["metadata"]["finalizers"] = json!(finalizers);
-    }
-    if let Some(owner) = &registration.owner {
-        let mut owners = node
-            .node
-            .metadata
-            .owner_references
-            .clone()
-            .unwrap_or_default();
-        owners.push(owner.clone());
-        patch["metadata"]["ownerReferences"] = json!(owners);
-    }
-    if !registration.taints.is_empty() {
-        let mut taints: Vec<Taint> = node
-            .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        taints.extend(registration.taints.iter().cloned());
-        patch["spec"] = json!({ "taints": taints });
-    }
-    let patched = nodes
-        .patch(
-            &registration.node,
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
+    let patched = write::adopt_node(&nodes, &node.node, registration)
         .await
         .map_err(|e| format!("cannot adopt node {}: {e}", registration.node))?;
     ctx.state.apply(&patched);
@@ -480,21 +468,8 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
     match result.map_err(|e| format!("cannot terminate the instance of machine {name}: {e}"))? {
         DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
         DeleteStatus::Gone => {
-            let left: Vec<String> = finalizers
-                .into_iter()
-                .filter(|f| f != labels::TERMINATION_FINALIZER)
-                .collect();
-            match machines(ctx)
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "metadata": { "finalizers": left } })),
-                )
-                .await
-            {
-                Ok(patched)
-                    if patched.metadata.deletion_timestamp.is_some() && !left.is_empty() =>
-                {
+            match write::release(&machines(ctx), machine).await {
+                Ok(Some(patched)) if patched.metadata.deletion_timestamp.is_some() => {
                     ctx.state.apply(&patched);
                 }
                 Ok(_) => ctx.state.remove(machine),

@@ -5,11 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
-use nodewright_scheduling::schedule;
+use nodewright_scheduling::{Plan, ScheduleInput, schedule};
 use tokio::sync::watch;
 
 use super::batcher::{Batch, Batcher};
@@ -17,11 +16,13 @@ use super::decide::{
     self, Decision, MachineNames, REASON_FAILED_SCHEDULING, REASON_NOMINATED, Target,
     failed_scheduling_message,
 };
-use crate::apis::{Machine, Provisioner};
+use crate::apis::Provisioner;
 use crate::clock::sleep_until;
 use crate::controllers::context::Context;
 use crate::controllers::events::{pod_reference, reference};
-use crate::state::{InstanceTypesByProvisioner, object_key};
+use crate::controllers::write;
+use crate::settings::Settings;
+use crate::state::{InstanceTypesByProvisioner, SharedState, object_key};
 
 /// Event reason on a provisioner whose node template or instance types cannot be used.
 pub const REASON_INVALID_TEMPLATE: &str = "InvalidNodeTemplate";
@@ -153,41 +154,30 @@ async fn provision(
             );
         }
     }
-    let building = Instant::now();
-    let (input, provisioners, taken) = {
-        let state = ctx.state.read();
-        let provisioners: BTreeMap<String, Provisioner> = state
-            .provisioners()
-            .map(|p| (p.core.name.clone(), p.provisioner.clone()))
-            .collect();
-        let taken: Vec<String> = state.machines().map(|m| m.machine.name_any()).collect();
-        (
-            state.schedule_input(&types, &ctx.settings),
-            provisioners,
-            taken,
-        )
-    };
-    if input.pods.is_empty() {
+    // Building the input and scheduling take CPU in proportion to the cluster: off the async
+    // workers, so watches and the leader Lease keep being served during a large batch.
+    let shared = ctx.state.clone();
+    let settings = ctx.settings.clone();
+    let pods = batch.keys.len();
+    let scheduled =
+        tokio::task::spawn_blocking(move || schedule_batch(&shared, &types, &settings, pods)).await;
+    let Some(Scheduled {
+        input,
+        plan,
+        took,
+        provisioners,
+        taken,
+    }) = (match scheduled {
+        Ok(scheduled) => scheduled,
+        Err(error) => {
+            tracing::error!(%error, "scheduling the batch failed; its pods go to the next batch");
+            return batch.keys.clone();
+        }
+    })
+    else {
         return Vec::new();
-    }
-    tracing::debug!(
-        took_ms = building.elapsed().as_secs_f64() * 1000.0,
-        "built the batch's input"
-    );
-    tracing::info!(
-        pods = input.pods.len(),
-        new = batch.keys.len(),
-        "Found provisionable pod(s)"
-    );
-    let started = Instant::now();
-    let plan = schedule(&input);
-    let took = started.elapsed();
+    };
     ctx.metrics.observe_scheduling(took);
-    tracing::debug!(
-        pods = input.pods.len(),
-        took_ms = took.as_secs_f64() * 1000.0,
-        "scheduled the batch"
-    );
     *names = MachineNames::new(seed(), taken);
     let decision = decide::decide(&plan, &input, |name| provisioners.get(name), names);
     if !decision.machines.is_empty() {
@@ -206,15 +196,64 @@ async fn provision(
     failed
 }
 
+/// A batch scheduled: its input, the plan, how long the core took, the provisioners by name
+/// and the machine names in use.
+struct Scheduled {
+    input: ScheduleInput,
+    plan: Plan,
+    took: Duration,
+    provisioners: BTreeMap<String, Provisioner>,
+    taken: Vec<String>,
+}
+
+/// Builds the batch's input from the cache and schedules it; `None` when no pod waits.
+fn schedule_batch(
+    shared: &SharedState,
+    types: &InstanceTypesByProvisioner,
+    settings: &Settings,
+    new: usize,
+) -> Option<Scheduled> {
+    let building = Instant::now();
+    let (input, provisioners, taken) = {
+        let state = shared.read();
+        let provisioners: BTreeMap<String, Provisioner> = state
+            .provisioners()
+            .map(|p| (p.core.name.clone(), p.provisioner.clone()))
+            .collect();
+        let taken: Vec<String> = state.machines().map(|m| m.machine.name_any()).collect();
+        (state.schedule_input(types, settings), provisioners, taken)
+    };
+    if input.pods.is_empty() {
+        return None;
+    }
+    tracing::debug!(
+        took_ms = building.elapsed().as_secs_f64() * 1000.0,
+        "built the batch's input"
+    );
+    tracing::info!(pods = input.pods.len(), new, "Found provisionable pod(s)");
+    let started = Instant::now();
+    let plan = schedule(&input);
+    let took = started.elapsed();
+    tracing::debug!(
+        pods = input.pods.len(),
+        took_ms = took.as_secs_f64() * 1000.0,
+        "scheduled the batch"
+    );
+    Some(Scheduled {
+        input,
+        plan,
+        took,
+        provisioners,
+        taken,
+    })
+}
+
 /// Creates the decided machines; returns the pods of those that could not be created.
 async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
-    let api: Api<Machine> = Api::all(ctx.client.clone());
     let mut failed = Vec::new();
     for new in &decision.machines {
-        let machine = &new.machine;
-        match api.create(&PostParams::default(), machine).await {
+        match write::create_machine(ctx, &new.machine).await {
             Ok(created) => {
-                ctx.state.apply(&created);
                 if ctx.settings.bind_pods {
                     let state = ctx.state.read();
                     let pods: Vec<String> = new
@@ -245,7 +284,7 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
                 );
             }
             Err(error) => {
-                tracing::error!(machine = %machine.name_any(), %error, "cannot create machine; its pods wait for the next batch");
+                tracing::error!(machine = %new.machine.name_any(), %error, "cannot create machine; its pods wait for the next batch");
                 failed.extend(new.pods.iter().cloned());
             }
         }
