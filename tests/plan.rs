@@ -364,3 +364,40 @@ fn a_missing_file_and_a_bad_flag_are_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mars-north-1"));
 }
+
+/// `limits.resources.cpu: 0` is how a provisioner is paused: nothing launches from it, and
+/// each pod says why.
+#[test]
+fn a_provisioner_with_a_cpu_limit_of_zero_launches_nothing() {
+    let tutorial =
+        std::fs::read_to_string(repo("examples/plan/tutorial.yaml")).expect("the tutorial reads");
+    let paused = tutorial.replace("cpu: 1000", "cpu: 0");
+    assert_ne!(paused, tutorial, "the tutorial sets a cpu limit");
+    let dir = std::env::temp_dir().join(format!("nodewright-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("paused.yaml");
+    std::fs::write(&file, paused).expect("write input");
+    let out = nodewright(&[
+        "plan",
+        "-f",
+        file.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(plan["nodes"].as_array().map(Vec::len), Some(0), "{plan}");
+    let pending = plan["unschedulable"].as_array().expect("a list");
+    assert_eq!(pending.len(), 4);
+    for entry in pending {
+        let reason = entry["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("limit"),
+            "the reason names the limit: {reason}"
+        );
+    }
+}

@@ -36,13 +36,17 @@ pub fn provisioner(provisioner: &Provisioner) -> Result<CoreProvisioner, Convert
         .collect::<Result<Vec<_>, String>>()
         .map_err(|m| err("spec.requirements", m))?;
     let requirements = with_defaults(requirements, &spec.labels);
+    // Every listed resource is a limit, zero included: `cpu: 0` pauses a provisioner.
     let limits = match &spec.limits {
-        Some(limits) => quantities(&limits.resources)
-            .map_err(|m| err("spec.limits.resources", m))?
-            .iter()
-            .filter(|(resource, _)| limits.resources.contains_key(*resource))
-            .map(|(resource, amount)| (resource.to_string(), amount))
-            .collect(),
+        Some(limits) => {
+            let amounts =
+                quantities(&limits.resources).map_err(|m| err("spec.limits.resources", m))?;
+            limits
+                .resources
+                .keys()
+                .map(|resource| (resource.clone(), amounts.get(resource)))
+                .collect()
+        }
         None => BTreeMap::new(),
     };
     let usage = provisioner
