@@ -326,10 +326,17 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
             ctx.state.apply(&released)
         }
         Ok(Some(released)) => ctx.state.remove(&released),
-        // Released already (by an earlier pass whose answer was lost, or in the cache's
-        // stale view): the node goes with the other finalizers.
-        Ok(None) => return Ok(None),
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+        // Released already (by an earlier pass whose answer was lost) or gone: the cache's
+        // copy is stale, perhaps brought back by an older watch event, and would be
+        // terminated again and again.
+        Ok(None) => {
+            ctx.state.remove(&node.node);
+            return Ok(None);
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            ctx.state.remove(&node.node);
+            return Ok(None);
+        }
         Err(e) => return Err(format!("cannot release node {name}: {e}")),
     }
     let provisioner = node

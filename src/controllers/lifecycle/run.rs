@@ -469,7 +469,15 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
         DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
         DeleteStatus::Gone => {
             match write::release(&machines(ctx), machine).await {
-                Ok(Some(patched)) if patched.metadata.deletion_timestamp.is_some() => {
+                // Another finalizer still holds it: the cache keeps it until the watch says
+                // it went. Without one it is gone, and applying it would bring it back.
+                Ok(Some(patched))
+                    if patched
+                        .metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty()) =>
+                {
                     ctx.state.apply(&patched);
                 }
                 Ok(_) => ctx.state.remove(machine),
