@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use nodewright::apis::Provisioner;
+use nodewright::apis::node_template::AwsNodeTemplateStatus;
 use nodewright::clock::SystemClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{
@@ -304,6 +305,12 @@ impl CloudProvider for Timed {
         template: &'a NodeTemplate,
     ) -> BoxFuture<'a, CloudResult<Option<DriftReason>>> {
         self.inner.is_drifted(instance, template)
+    }
+    fn template_status<'a>(
+        &'a self,
+        template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, CloudResult<AwsNodeTemplateStatus>> {
+        self.inner.template_status(template)
     }
     fn name(&self) -> &'static str {
         "fake"

@@ -20,6 +20,9 @@ use super::types::{
     NodeTemplate, instance_id_of, provider_id,
 };
 use super::{BoxFuture, CloudProvider, CloudProviderError, Result};
+use crate::apis::node_template::{
+    AmiStatus, AwsNodeTemplateStatus, SecurityGroupStatus, SubnetStatus,
+};
 
 /// Which call an injected failure applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +51,8 @@ struct State {
     requests: Vec<LaunchRequest>,
     /// Create calls left that never answer.
     hanging_creates: usize,
+    /// Times [`CloudProvider::delete_unused`] ran.
+    cleanups: usize,
 }
 
 pub struct FakeCloudProvider {
@@ -114,6 +119,11 @@ impl FakeCloudProvider {
                 code: code.to_string(),
             });
         }
+    }
+
+    /// How many times leftover resources were cleaned up.
+    pub fn cleanups(&self) -> usize {
+        self.lock().cleanups
     }
 
     /// The next `times` create calls never answer, as a connection that hangs.
@@ -401,6 +411,54 @@ impl CloudProvider for FakeCloudProvider {
     ) -> BoxFuture<'a, Result<Option<DriftReason>>> {
         let reason = self.lock().drifted.get(&instance.instance_id).cloned();
         Box::pin(std::future::ready(Ok(reason)))
+    }
+
+    fn template_status<'a>(
+        &'a self,
+        _template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<AwsNodeTemplateStatus>> {
+        // One subnet per zone on offer, one security group, one image per architecture.
+        let zones: BTreeSet<&str> = self
+            .instance_types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
+            .collect();
+        let arches: BTreeSet<&str> = self
+            .instance_types
+            .iter()
+            .filter_map(|t| t.labels.get(labels::ARCH).map(String::as_str))
+            .collect();
+        let status = AwsNodeTemplateStatus {
+            subnets: zones
+                .into_iter()
+                .map(|zone| SubnetStatus {
+                    id: format!("subnet-{zone}"),
+                    zone: zone.to_string(),
+                })
+                .collect(),
+            security_groups: vec![SecurityGroupStatus {
+                id: "sg-fake".to_string(),
+                name: Some("nodes".to_string()),
+            }],
+            amis: arches
+                .into_iter()
+                .map(|arch| AmiStatus {
+                    id: format!("ami-fake-{arch}"),
+                    name: Some(format!("fake-node-{arch}")),
+                    requirements: vec![k8s_openapi::api::core::v1::NodeSelectorRequirement {
+                        key: labels::ARCH.to_string(),
+                        operator: "In".to_string(),
+                        values: Some(vec![arch.to_string()]),
+                    }],
+                })
+                .collect(),
+        };
+        Box::pin(std::future::ready(Ok(status)))
+    }
+
+    fn delete_unused(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        self.lock().cleanups += 1;
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
     fn name(&self) -> &'static str {

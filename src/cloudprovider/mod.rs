@@ -14,6 +14,8 @@ use std::pin::Pin;
 
 use nodewright_scheduling::instance_type::InstanceType;
 
+use crate::apis::node_template::AwsNodeTemplateStatus;
+
 pub mod aws;
 pub mod clock;
 pub mod error;
@@ -66,6 +68,19 @@ pub trait CloudProvider: Send + Sync {
         instance: &'a LaunchedInstance,
         template: &'a NodeTemplate,
     ) -> BoxFuture<'a, Result<Option<DriftReason>>>;
+
+    /// What a node template's selectors resolve to now (subnets, security groups, images),
+    /// for its status.
+    fn template_status<'a>(
+        &'a self,
+        template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<AwsNodeTemplateStatus>>;
+
+    /// Deletes what launches left behind that nothing uses any more (EC2 launch templates);
+    /// returns what it deleted.
+    fn delete_unused(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 
     /// A short name for logs and metric labels (`aws`, `fake`).
     fn name(&self) -> &'static str;

@@ -13,7 +13,9 @@ use crate::clock::Clock;
 use crate::cloudprovider::CloudProvider;
 use crate::controllers::context::Context;
 use crate::controllers::interruption::{self, Interruption};
-use crate::controllers::{counter, emptiness, gc, lifecycle, provisioning, termination};
+use crate::controllers::{
+    counter, emptiness, gc, lifecycle, node_template, provisioning, termination,
+};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::SharedState;
@@ -101,6 +103,7 @@ impl Manager {
                 stopped.clone(),
             ));
             loops.spawn(gc::run(ctx.clone(), stopped.clone()));
+            loops.spawn(node_template::run(ctx.clone(), stopped.clone()));
             loops.spawn(interruption::run(
                 ctx.clone(),
                 self.interruption.clone(),

@@ -19,6 +19,7 @@ pub mod gc;
 pub mod interruption;
 pub mod lifecycle;
 pub mod manager;
+pub mod node_template;
 pub mod provisioning;
 pub mod termination;
 pub mod work;

@@ -497,3 +497,41 @@ async fn bottlerocket_nodes_get_toml_settings_in_their_launch_template() {
     assert!(toml.contains("[settings.host-containers.admin]"));
     assert!(toml.contains(&format!("cluster-name = \"{}\"", env.cluster)));
 }
+
+/// The status an AWSNodeTemplate gets: its subnets with their zones, its security groups, and
+/// each image with the instance types it serves (architecture; GPU or not).
+#[tokio::test]
+async fn a_templates_status_is_what_its_selectors_resolve_to_in_ec2() {
+    use nodewright::cloudprovider::CloudProvider;
+
+    let env = Env::new("template-status").await;
+    let provider = env.provider().await;
+    let status = provider
+        .template_status(&env.template())
+        .await
+        .expect("the template resolves");
+    let mut zones: Vec<&str> = status.subnets.iter().map(|s| s.zone.as_str()).collect();
+    zones.sort_unstable();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
+    assert_eq!(
+        status
+            .security_groups
+            .iter()
+            .map(|g| g.id.as_str())
+            .collect::<Vec<_>>(),
+        [env.security_group.as_str()]
+    );
+    let standard_amd64 = status.amis.iter().find(|ami| {
+        let has = |key: &str, operator: &str, value: Option<&str>| {
+            ami.requirements.iter().any(|r| {
+                r.key == key
+                    && r.operator == operator
+                    && value
+                        .is_none_or(|v| r.values.as_deref().unwrap_or(&[]).iter().any(|x| x == v))
+            })
+        };
+        has("kubernetes.io/arch", "In", Some("amd64"))
+            && has("karpenter.k8s.aws/instance-gpu-count", "DoesNotExist", None)
+    });
+    assert!(standard_amd64.is_some(), "{:?}", status.amis);
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use nodewright::apis::{Machine, Provisioner};
+use nodewright::apis::{AwsNodeTemplate, Machine, Provisioner};
 use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::CloudProvider;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
@@ -235,6 +235,19 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
     );
     let controller = tokio::spawn(manager.run(leadership.subscribe(), stopped.clone()));
 
+    // A node template: its status is the controller's to write.
+    let template: AwsNodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+        "metadata": {"name": "default"},
+        "spec": {"subnetSelector": {"karpenter.sh/discovery": "sim"},
+                 "securityGroupSelector": {"karpenter.sh/discovery": "sim"}}
+    }))
+    .expect("a valid node template");
+    Api::<AwsNodeTemplate>::all(cluster.client.clone())
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("the node template is created");
+
     // Scale up, then down: the empty node is cordoned, terminated and removed after its TTL.
     Api::<Provisioner>::all(cluster.client.clone())
         .create(&PostParams::default(), &provisioner())
@@ -330,12 +343,16 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
         refused.is_empty(),
         "the chart's RBAC would refuse these controller requests: {refused:#?}"
     );
-    // And the other way: the run used every grant, so the chart grants nothing idle.
+    // And the other way: the run used every grant, so the chart grants nothing idle; but for
+    // paths this run does not take: a fresh read after a write lost to a concurrent one
+    // (write.rs), and the disruption taint replaced at the version read (disruption/act.rs;
+    // consolidation is not part of this run). rbac.rs pins those to the code.
+    let rare_paths = ["get /nodes", "update /nodes", "get karpenter.sh/machines"];
     let unused: Vec<String> = grants
         .expanded()
         .into_iter()
         .map(|(group, resource, verb, _)| format!("{verb} {group}/{resource}"))
-        .filter(|grant| !seen.contains(grant))
+        .filter(|grant| !seen.contains(grant) && !rare_paths.contains(&grant.as_str()))
         .collect();
     assert!(
         unused.is_empty(),

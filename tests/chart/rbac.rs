@@ -126,6 +126,11 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         // emptiness.rs (timestamp, delete).
         grant("", "nodes", "patch", "cluster"),
         grant("", "nodes", "delete", "cluster"),
+        // write.rs: a fresh read after a 409; disruption/act.rs: the disruption taint is
+        // replaced at the version read.
+        grant("", "nodes", "get", "cluster"),
+        grant("", "nodes", "update", "cluster"),
+        grant("karpenter.sh", "machines", "get", "cluster"),
         // termination.rs: drains through the Eviction API.
         grant("", "pods/eviction", "create", "cluster"),
         // events.rs: Events in the involved object's namespace.
@@ -137,6 +142,13 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         grant("karpenter.sh", "machines/status", "patch", "cluster"),
         // counter/run.rs: status.resources.
         grant("karpenter.sh", "provisioners/status", "patch", "cluster"),
+        // node_template.rs: status.subnets, securityGroups, amis.
+        grant(
+            "karpenter.k8s.aws",
+            "awsnodetemplates/status",
+            "patch",
+            "cluster",
+        ),
         // leader.rs: get_opt, create, replace on the one Lease.
         grant("coordination.k8s.io", "leases", "create", &lease_scope),
         grant("coordination.k8s.io", "leases", "get", &named_lease),

@@ -409,3 +409,50 @@ async fn a_launch_that_never_answers_is_cut_off_and_tried_again() {
     controller.stop().await;
     sim.stop().await;
 }
+
+/// A node template's status says what its selectors resolved to, as Karpenter writes it, and
+/// launch templates left unused are looked for on a timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_templates_status_lists_its_subnets_security_groups_and_images() {
+    use kube::api::{Api, PostParams};
+    use nodewright::apis::AwsNodeTemplate;
+
+    let sim = Sim::start().await;
+    let template: AwsNodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
+        "metadata": {"name": "default"},
+        "spec": {
+            "subnetSelector": {"karpenter.sh/discovery": "sim"},
+            "securityGroupSelector": {"karpenter.sh/discovery": "sim"}
+        }
+    }))
+    .expect("a node template");
+    let api: Api<AwsNodeTemplate> = Api::all(sim.client.clone());
+    api.create(&PostParams::default(), &template)
+        .await
+        .expect("the node template is created");
+    let controller = sim.controller();
+
+    let status = sim
+        .eventually("the template's status is written", || async {
+            api.get("default").await.ok()?.status
+        })
+        .await;
+    let zones: Vec<&str> = status.subnets.iter().map(|s| s.zone.as_str()).collect();
+    assert!(zones.contains(&"us-east-1a"), "{zones:?}");
+    assert!(!status.security_groups.is_empty());
+    assert!(
+        status.amis.iter().any(|ami| ami
+            .requirements
+            .iter()
+            .any(|r| r.key == "kubernetes.io/arch")),
+        "each image says which instance types it serves: {:?}",
+        status.amis
+    );
+    assert!(
+        sim.cloud.cleanups() >= 1,
+        "unused launch templates were looked for"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}

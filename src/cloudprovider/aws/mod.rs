@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::NodeSelectorRequirement as CoreNodeSelectorRequirement;
 use nodewright_scheduling::catalog::PriceTable;
 use nodewright_scheduling::instance_type::InstanceType;
+use nodewright_scheduling::labels;
 
 pub mod ami;
 pub mod discovery;
@@ -37,7 +39,7 @@ pub use memory::InMemoryEc2;
 pub use pricing::PricingApi;
 pub use sdk::{SdkEc2, SdkSettings};
 
-use self::ami::{AMI_CACHE_TTL, AmiResolver, ImageVariant, ResolvedImage, variant_of};
+use self::ami::{AMI_CACHE_TTL, Accelerator, AmiResolver, ImageVariant, ResolvedImage, variant_of};
 use self::discovery::{DISCOVERY_TTL, Discovery};
 use self::ec2::{SecurityGroup, Subnet};
 use self::instance_types::{INSTANCE_TYPES_TTL, InstanceTypeCatalog};
@@ -49,6 +51,9 @@ use super::types::{
     DeleteStatus, DriftReason, LaunchRequest, LaunchedInstance, MachineId, NodeTemplate,
 };
 use super::{BoxFuture, CloudProvider, CloudProviderError, Result};
+use crate::apis::node_template::{
+    AmiStatus, AwsNodeTemplateStatus, SecurityGroupStatus, SubnetStatus,
+};
 
 /// The cluster and region the provider works for.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +76,78 @@ pub struct ResolvedTemplate {
     pub subnets: Vec<Subnet>,
     pub security_groups: Vec<SecurityGroup>,
     pub images: Vec<ResolvedImage>,
+}
+
+impl ResolvedTemplate {
+    /// As an AWSNodeTemplate's status: each image with the instance types it serves.
+    pub fn status(&self) -> AwsNodeTemplateStatus {
+        AwsNodeTemplateStatus {
+            subnets: self
+                .subnets
+                .iter()
+                .map(|s| SubnetStatus {
+                    id: s.id.clone(),
+                    zone: s.zone.clone(),
+                })
+                .collect(),
+            security_groups: self
+                .security_groups
+                .iter()
+                .map(|g| SecurityGroupStatus {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                })
+                .collect(),
+            amis: self
+                .images
+                .iter()
+                .map(|image| AmiStatus {
+                    id: image.id.clone(),
+                    name: image.name.clone(),
+                    requirements: image_requirements(image.variant),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The node requirements an image variant serves: its architecture, and whether it is for
+/// NVIDIA GPUs, for Neuron accelerators or for neither.
+fn image_requirements(variant: ImageVariant) -> Vec<CoreNodeSelectorRequirement> {
+    let requirement =
+        |key: &str, operator: &str, values: Option<Vec<String>>| CoreNodeSelectorRequirement {
+            key: key.to_string(),
+            operator: operator.to_string(),
+            values,
+        };
+    let mut requirements = vec![requirement(
+        labels::ARCH,
+        "In",
+        Some(vec![variant.arch.kube_name().to_string()]),
+    )];
+    match variant.accelerator {
+        Accelerator::Nvidia => {
+            requirements.push(requirement(labels::INSTANCE_GPU_COUNT, "Exists", None))
+        }
+        Accelerator::Neuron => requirements.push(requirement(
+            labels::INSTANCE_ACCELERATOR_COUNT,
+            "Exists",
+            None,
+        )),
+        Accelerator::None => {
+            requirements.push(requirement(
+                labels::INSTANCE_GPU_COUNT,
+                "DoesNotExist",
+                None,
+            ));
+            requirements.push(requirement(
+                labels::INSTANCE_ACCELERATOR_COUNT,
+                "DoesNotExist",
+                None,
+            ));
+        }
+    }
+    requirements
 }
 
 /// Launches and tracks EC2 instances for one cluster.
@@ -332,6 +409,20 @@ impl CloudProvider for AwsCloudProvider {
         template: &'a NodeTemplate,
     ) -> BoxFuture<'a, Result<Option<DriftReason>>> {
         Box::pin(self.drift(instance, template))
+    }
+
+    fn template_status<'a>(
+        &'a self,
+        template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<AwsNodeTemplateStatus>> {
+        Box::pin(async move {
+            let resolved = self.resolve_template(template).await?;
+            Ok(resolved.status())
+        })
+    }
+
+    fn delete_unused(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(self.delete_unused_launch_templates())
     }
 
     fn name(&self) -> &'static str {

@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use nodewright_scheduling::catalog::PriceTable;
 use nodewright_scheduling::instance_type::InstanceType;
 
+use crate::apis::node_template::AwsNodeTemplateStatus;
 use crate::clock::Clock;
 use crate::cloudprovider::aws::sdk::{SdkSettings, load_config};
 use crate::cloudprovider::aws::{AwsCloudProvider, AwsSettings, Ec2Api, SdkEc2};
@@ -256,6 +257,17 @@ impl CloudProvider for ObservedCloud {
         template: &'a NodeTemplate,
     ) -> BoxFuture<'a, Result<Option<DriftReason>>> {
         self.inner.is_drifted(instance, template)
+    }
+
+    fn template_status<'a>(
+        &'a self,
+        template: &'a NodeTemplate,
+    ) -> BoxFuture<'a, Result<AwsNodeTemplateStatus>> {
+        self.inner.template_status(template)
+    }
+
+    fn delete_unused(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        self.inner.delete_unused()
     }
 
     fn name(&self) -> &'static str {
