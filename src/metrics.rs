@@ -18,6 +18,7 @@ use prometheus::{
 };
 
 use crate::cloudprovider::CloudProviderError;
+use crate::controllers::error::ControllerError;
 use crate::sync::lock;
 
 /// Why a machine was created (`karpenter_machines_created{reason}`).
@@ -104,7 +105,7 @@ pub struct Metrics {
     provisioner_usage_pct: GaugeVec,
     cost_per_hour: GaugeVec,
     pods_evicted: IntCounterVec,
-    controller_panics: IntCounterVec,
+    controller_errors: IntCounterVec,
     disruption: DisruptionMetrics,
     /// The `karpenter_pods_state` series last set, so those no pod matches any more go.
     pod_series: Mutex<BTreeSet<PodStateLabels>>,
@@ -216,10 +217,10 @@ impl Metrics {
                 "Pods evicted from nodes being terminated.",
                 &[],
             )?,
-            controller_panics: counter(
-                "nodewright_controller_panics_total",
-                "Actions that panicked (each is retried with backoff like any failure), by controller.",
-                &["controller"],
+            controller_errors: counter(
+                "nodewright_controller_errors_total",
+                "Failed controller actions (each is retried with backoff), by controller and kind (api_conflict, cloud_retryable, panic, …).",
+                &["controller", "kind"],
             )?,
             disruption: DisruptionMetrics::register(&registry)?,
             scheduling_duration,
@@ -242,9 +243,18 @@ impl Metrics {
     }
 
     /// One pod evicted by a drain.
-    /// The counter of `controller`'s panicking actions.
-    pub fn controller_panics(&self, controller: &str) -> prometheus::IntCounter {
-        self.controller_panics.with_label_values(&[controller])
+    /// Counts a failed action of `controller`.
+    pub fn controller_error(&self, controller: &str, error: &ControllerError) {
+        self.controller_errors
+            .with_label_values(&[controller, error.metric_label()])
+            .inc();
+    }
+
+    /// Failed actions of `controller` of `kind` so far.
+    pub fn controller_errors(&self, controller: &str, kind: &str) -> u64 {
+        self.controller_errors
+            .with_label_values(&[controller, kind])
+            .get()
     }
 
     pub fn pod_evicted(&self) {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::clock::sleep;
 use crate::controllers::context::Context;
+use crate::controllers::error::ControllerError;
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
 use crate::state::{ClusterState, NodeEntry, PodEntry, SharedState};
 
@@ -132,6 +133,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
             if let Err(error) = act(&ctx, &node, &step, now).await {
+                ctx.metrics.controller_error("node.emptiness", &error);
                 tracing::warn!(node = %node, %error, "emptiness");
             }
         }
@@ -152,7 +154,7 @@ async fn act(
     node: &str,
     step: &EmptinessStep,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<(), ControllerError> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let annotate = |value: serde_json::Value| {
         Patch::Merge(
@@ -168,7 +170,7 @@ async fn act(
             let patched = nodes
                 .patch(node, &PatchParams::default(), &annotate(json!(stamp)))
                 .await
-                .map_err(|e| format!("cannot mark node {node} empty: {e}"))?;
+                .map_err(|e| ControllerError::api(format!("mark node {node} empty"), e))?;
             ctx.state.apply(&patched);
             tracing::info!(node = %node, "Added TTL to empty node");
             Ok(())
@@ -181,7 +183,7 @@ async fn act(
                     &annotate(serde_json::Value::Null),
                 )
                 .await
-                .map_err(|e| format!("cannot unmark node {node}: {e}"))?;
+                .map_err(|e| ControllerError::api(format!("unmark node {node}"), e))?;
             ctx.state.apply(&patched);
             tracing::info!(node = %node, "Removed emptiness TTL from node");
             Ok(())
@@ -201,7 +203,7 @@ async fn act(
             nodes
                 .patch(node, &PatchParams::default(), &reason)
                 .await
-                .map_err(|e| format!("cannot annotate node {node}: {e}"))?;
+                .map_err(|e| ControllerError::api(format!("annotate node {node}"), e))?;
             match nodes.delete(node, &DeleteParams::default()).await {
                 Ok(either) => {
                     if let Some(deleting) = either.left() {
@@ -210,7 +212,7 @@ async fn act(
                     Ok(())
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(e) => Err(format!("cannot delete node {node}: {e}")),
+                Err(e) => Err(ControllerError::api(format!("delete node {node}"), e)),
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::apis::Machine;
 use crate::clock::sleep;
 use crate::cloudprovider::{CloudProviderError, LaunchedInstance, MachineId};
 use crate::controllers::context::Context;
+use crate::controllers::error::ControllerError;
 
 /// How long an instance may exist without a Machine before it is terminated.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -76,6 +77,7 @@ pub fn find_garbage(
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         if let Err(error) = collect(&ctx).await {
+            ctx.metrics.controller_error(CONTROLLER, &error);
             tracing::warn!(%error, "garbage collection");
         }
         crate::memory::release_free_memory();
@@ -86,7 +88,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn collect(ctx: &Context) -> Result<(), String> {
+async fn collect(ctx: &Context) -> Result<(), ControllerError> {
     // Machines first: a machine created after this list is younger than any instance listed.
     let machines: Vec<Machine> = ctx
         .state
@@ -97,7 +99,7 @@ async fn collect(ctx: &Context) -> Result<(), String> {
     let instances = ctx
         .cloud_call(CONTROLLER, "List", ctx.cloud.list())
         .await
-        .map_err(|e| format!("cannot list instances: {e}"))?;
+        .map_err(|e| ControllerError::cloud("list instances", e))?;
     let garbage = find_garbage(&instances, &machines, ctx.clock.now());
     for instance in &garbage.instances {
         let id = MachineId::new(
@@ -122,7 +124,12 @@ async fn collect(ctx: &Context) -> Result<(), String> {
                 );
             }
             Err(error) => {
-                tracing::warn!(instance = %instance.instance_id, %error, "cannot terminate a leaked instance")
+                let error = ControllerError::cloud(
+                    format!("terminate leaked instance {}", instance.instance_id),
+                    error,
+                );
+                ctx.metrics.controller_error(CONTROLLER, &error);
+                tracing::warn!(%error, "garbage collection");
             }
         }
     }
@@ -149,7 +156,11 @@ async fn collect(ctx: &Context) -> Result<(), String> {
                 ctx.metrics.machine_terminated(CONTROLLER, &provisioner);
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => tracing::warn!(machine = %name, %error, "cannot delete machine"),
+            Err(error) => {
+                let error = ControllerError::api(format!("delete machine {name}"), error);
+                ctx.metrics.controller_error(CONTROLLER, &error);
+                tracing::warn!(%error, "garbage collection");
+            }
         }
     }
     Ok(())

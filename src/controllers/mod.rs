@@ -14,6 +14,7 @@ pub mod context;
 pub mod counter;
 pub mod disruption;
 pub mod emptiness;
+pub mod error;
 pub mod events;
 pub mod gc;
 pub mod interruption;

@@ -22,6 +22,7 @@ use crate::apis::Machine;
 use crate::apis::common::CONDITION_TRUE;
 use crate::cloudprovider::{CloudProviderError, DeleteStatus, MachineId};
 use crate::controllers::context::Context;
+use crate::controllers::error::ControllerError;
 use crate::controllers::work::{Outcome, Work};
 use crate::controllers::write;
 use crate::state::{ClusterState, NodeEntry, PodEntry};
@@ -126,7 +127,7 @@ fn is_ready(node: &NodeEntry) -> bool {
 
 /// Deletes the pods bound early to a node that never came up, so their controllers recreate
 /// them elsewhere (a pod is never left on a node that does not exist).
-async fn release_early_pods(ctx: &Context, node: &str) -> Result<(), String> {
+async fn release_early_pods(ctx: &Context, node: &str) -> Result<(), ControllerError> {
     let pods: Vec<String> = ctx
         .state
         .read()
@@ -144,7 +145,12 @@ async fn release_early_pods(ctx: &Context, node: &str) -> Result<(), String> {
         {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(format!("cannot delete pod {key} from node {node}: {e}")),
+            Err(e) => {
+                return Err(ControllerError::api(
+                    format!("delete pod {key} from node {node}"),
+                    e,
+                ));
+            }
         }
         ctx.events.warning(
             crate::controllers::events::pod_reference(&key),
@@ -161,7 +167,7 @@ pub const REASON_NODE_NEVER_CAME: &str = "NodeNeverRegistered";
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
-    let mut work = Work::counting_panics(ctx.metrics.controller_panics(CONTROLLER));
+    let mut work = Work::counted(CONTROLLER, ctx.metrics.clone());
     loop {
         let now = ctx.clock.now();
         changes.borrow_and_update();
@@ -227,7 +233,7 @@ async fn act(
                     &Patch::Merge(json!({ "spec": { "unschedulable": true } })),
                 )
                 .await
-                .map_err(|e| format!("cannot cordon node {name}: {e}"))?;
+                .map_err(|e| ControllerError::api(format!("cordon node {name}"), e))?;
             ctx.state.apply(&patched);
             tracing::info!(node = %name, "Cordoned node");
             Ok(None)
@@ -248,13 +254,15 @@ async fn act(
                     // 429: a PDB allows no disruption now; try again later.
                     Ok(Err(kube::Error::Api(status))) if status.code == 429 => refused += 1,
                     Err(_) => refused += 1,
-                    Ok(Err(e)) => return Err(format!("cannot evict pod {key}: {e}")),
+                    Ok(Err(e)) => {
+                        return Err(ControllerError::api(format!("evict pod {key}"), e));
+                    }
                 }
             }
             if refused > 0 {
-                return Err(format!(
+                return Err(ControllerError::Blocked(format!(
                     "{refused} eviction(s) from node {name} refused for now (disruption budget)"
-                ));
+                )));
             }
             Ok(Some(ctx.clock.now() + POLL))
         }
@@ -275,14 +283,17 @@ async fn instance_gone(
     ctx: &Context,
     node: &NodeEntry,
     machine: Option<&Machine>,
-) -> Result<bool, String> {
+) -> Result<bool, ControllerError> {
     let id = machine_id(node, machine);
     match ctx.cloud_call(CONTROLLER, "Get", ctx.cloud.get(&id)).await {
         Ok(_) => Ok(false),
         Err(CloudProviderError::NotFound { .. }) => Ok(true),
-        Err(e) => Err(format!(
-            "cannot tell whether the instance of NotReady node {} is gone: {e}",
-            node.core.name
+        Err(e) => Err(ControllerError::cloud(
+            format!(
+                "tell whether the instance of NotReady node {} is gone",
+                node.core.name
+            ),
+            e,
         )),
     }
 }
@@ -296,7 +307,12 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
     {
         Ok(DeleteStatus::Terminating) => return Ok(Some(ctx.clock.now() + POLL)),
         Ok(DeleteStatus::Gone) | Err(CloudProviderError::NotFound { .. }) => {}
-        Err(e) => return Err(format!("cannot terminate the instance of node {name}: {e}")),
+        Err(e) => {
+            return Err(ControllerError::cloud(
+                format!("terminate the instance of node {name}"),
+                e,
+            ));
+        }
     }
     if crate::controllers::lifecycle::early::awaits_kubelet(&node.node) {
         release_early_pods(ctx, &name).await?;
@@ -311,7 +327,12 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
         {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(format!("cannot delete machine {}: {e}", machine.name_any())),
+            Err(e) => {
+                return Err(ControllerError::api(
+                    format!("delete machine {}", machine.name_any()),
+                    e,
+                ));
+            }
         }
     }
     let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -337,7 +358,7 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
             ctx.state.remove(&node.node);
             return Ok(None);
         }
-        Err(e) => return Err(format!("cannot release node {name}: {e}")),
+        Err(e) => return Err(ControllerError::api(format!("release node {name}"), e)),
     }
     let provisioner = node
         .core

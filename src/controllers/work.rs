@@ -1,21 +1,25 @@
 //! Per-object actions for the loops that act on many objects (machines, terminating nodes): at
 //! most one action in flight per object, retries with doubling backoff after a failure, and a
-//! requested second look at a given time. An action that panics is a failure like any other:
-//! logged once with its object, counted, retried after the backoff.
+//! requested second look at a given time. Every failure is logged with its object and counted
+//! by kind (`nodewright_controller_errors_total`); an action that panics is a failure like any
+//! other.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use prometheus::IntCounter;
+use std::sync::Arc;
+
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
 use crate::clock::{Clock, sleep_until};
+use crate::controllers::error::ControllerError;
+use crate::metrics::Metrics;
 use crate::state::Changes;
 
 /// How an action ended: `Ok(Some(time))` asks for another look at that time.
-pub type Outcome = Result<Option<SystemTime>, String>;
+pub type Outcome = Result<Option<SystemTime>, ControllerError>;
 
 /// First retry delay after a failed action; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
@@ -29,15 +33,15 @@ pub struct Work {
     busy: HashSet<String>,
     not_before: HashMap<String, SystemTime>,
     failures: HashMap<String, u32>,
-    /// Counts actions that panicked.
-    panics: Option<IntCounter>,
+    /// Where failures are counted, under the controller's name.
+    errors: Option<(&'static str, Arc<Metrics>)>,
 }
 
 impl Work {
-    /// Work whose panicking actions are counted in `panics`.
-    pub fn counting_panics(panics: IntCounter) -> Work {
+    /// Work whose failures are counted under `controller`.
+    pub fn counted(controller: &'static str, metrics: Arc<Metrics>) -> Work {
         Work {
-            panics: Some(panics),
+            errors: Some((controller, metrics)),
             ..Work::default()
         }
     }
@@ -89,11 +93,8 @@ impl Work {
                     self.busy.remove(&name);
                     return;
                 }
-                if let Some(panics) = &self.panics {
-                    panics.inc();
-                }
                 let cause = panic_message(error.into_panic());
-                (name, Err(format!("panicked: {cause}")))
+                (name, Err(ControllerError::Panicked(cause)))
             }
         };
         self.busy.remove(&name);
@@ -105,12 +106,15 @@ impl Work {
                 }
             }
             Err(error) => {
+                if let Some((controller, metrics)) = &self.errors {
+                    metrics.controller_error(controller, &error);
+                }
                 let count = self.failures.entry(name.clone()).or_default();
                 *count += 1;
                 let delay = FIRST_BACKOFF
                     .saturating_mul(1 << (*count - 1).min(5))
                     .min(MAX_BACKOFF);
-                tracing::warn!(object = %name, %error, retry_in = ?delay, "{what} failed");
+                tracing::warn!(object = %name, %error, kind = error.metric_label(), retry_in = ?delay, "{what} failed");
                 self.not_before.insert(name, now() + delay);
             }
         }
@@ -175,14 +179,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_action_is_a_counted_failure_that_is_retried_after_its_backoff() {
-        let panics = IntCounter::new("panics", "test").expect("a counter");
-        let mut work = Work::counting_panics(panics.clone());
+        let metrics = Arc::new(Metrics::new().expect("metrics register"));
+        let mut work = Work::counted("test", metrics.clone());
         work.spawn("node-a".to_string(), async {
             panic!("a bug in the action");
         });
         assert!(!work.is_idle("node-a", at(0)), "busy while in flight");
         work.completed(|| at(0), "test action").await;
-        assert_eq!(panics.get(), 1, "the panic is counted");
+        assert_eq!(
+            metrics.controller_errors("test", "panic"),
+            1,
+            "the panic is counted"
+        );
         assert!(!work.has_tasks());
         assert!(
             !work.is_idle("node-a", at(1)),

@@ -20,14 +20,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::context::Context;
+use super::error::ControllerError;
 use super::lifecycle::NodeRegistration;
 use crate::apis::Machine;
 
 /// Creates `machine` if its provisioner's limits admit it, and puts it in the cache.
-pub async fn create_machine(ctx: &Context, machine: &Machine) -> Result<Machine, String> {
+pub async fn create_machine(ctx: &Context, machine: &Machine) -> Result<Machine, ControllerError> {
     let name = machine.name_any();
     ctx.state
-        .admit_machine(machine, &ctx.known_instance_types())?;
+        .admit_machine(machine, &ctx.known_instance_types())
+        .map_err(ControllerError::Blocked)?;
     let api: Api<Machine> = Api::all(ctx.client.clone());
     match api.create(&PostParams::default(), machine).await {
         Ok(created) => {
@@ -36,7 +38,10 @@ pub async fn create_machine(ctx: &Context, machine: &Machine) -> Result<Machine,
         }
         Err(error) => {
             ctx.state.machine_not_created(&name);
-            Err(format!("cannot create machine {name}: {error}"))
+            Err(ControllerError::api(
+                format!("create machine {name}"),
+                error,
+            ))
         }
     }
 }

@@ -406,6 +406,13 @@ async fn a_launch_that_never_answers_is_cut_off_and_tried_again() {
         )
         .await;
     assert_eq!(timed_out, 1.0, "the hung call counts as one failed call");
+    assert_eq!(
+        controller
+            .metrics
+            .controller_errors("machine.lifecycle", "cloud_retryable"),
+        1,
+        "the failed launch is counted by kind"
+    );
     controller.stop().await;
     sim.stop().await;
 }

@@ -17,6 +17,7 @@ use super::command::{Command, Reason, dollars};
 use crate::apis::Machine;
 use crate::clock::sleep;
 use crate::controllers::context::Context;
+use crate::controllers::error::ControllerError;
 use crate::controllers::events::reference;
 use crate::controllers::provisioning::decide::{self, MachineNames};
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
@@ -42,7 +43,7 @@ const PODS_ARRIVING: Duration = Duration::from_secs(60);
 pub enum Abort {
     /// The loop is stopping.
     Stopped,
-    Failed(String),
+    Failed(ControllerError),
 }
 
 /// Carries `command` out; on failure nothing is deleted and the candidates are untainted.
@@ -105,7 +106,10 @@ pub async fn execute(
 }
 
 /// Creates a Machine per replacement; on failure, the ones created so far and why.
-async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<String>, String)> {
+async fn launch(
+    ctx: &Context,
+    command: &Command,
+) -> Result<Vec<String>, (Vec<String>, ControllerError)> {
     let (provisioners, taken) = {
         let state = ctx.state.read();
         let provisioners: Vec<_> = command
@@ -126,7 +130,7 @@ async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<St
     for (planned, provisioner) in command.replacements.iter().zip(provisioners) {
         let Some(provisioner) = provisioner else {
             let why = format!("provisioner {} no longer exists", planned.provisioner);
-            return Err((created, why));
+            return Err((created, ControllerError::Invalid(why)));
         };
         let machine = decide::machine(planned, &provisioner, names.next(&planned.provisioner));
         match write::create_machine(ctx, &machine).await {
@@ -158,10 +162,7 @@ async fn launch(ctx: &Context, command: &Command) -> Result<Vec<String>, (Vec<St
                 }
                 created.push(name);
             }
-            Err(error) => {
-                let why = format!("cannot create a replacement machine: {error}");
-                return Err((created, why));
-            }
+            Err(error) => return Err((created, error)),
         }
     }
     Ok(created)
@@ -199,15 +200,15 @@ async fn wait_initialized(
                 })
                 .collect()
         };
-        let waiting = waiting.map_err(Abort::Failed)?;
+        let waiting = waiting.map_err(|why| Abort::Failed(ControllerError::Blocked(why)))?;
         if waiting.is_empty() {
             return Ok(());
         }
         if ctx.clock.now() >= deadline {
-            return Err(Abort::Failed(format!(
+            return Err(Abort::Failed(ControllerError::Blocked(format!(
                 "replacement machine(s) {} did not initialize in time",
                 waiting.join(", ")
-            )));
+            ))));
         }
         if !told {
             told = true;
@@ -262,12 +263,16 @@ pub fn disruption_taint() -> Taint {
 
 /// Adds (`on`) or removes the disruption taint, replacing the node at the version read so a
 /// concurrent change to its taints is never lost (a conflict fails the action instead).
-pub async fn set_disruption_taint(ctx: &Context, node: &str, on: bool) -> Result<(), String> {
+pub async fn set_disruption_taint(
+    ctx: &Context,
+    node: &str,
+    on: bool,
+) -> Result<(), ControllerError> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let mut live = match api.get(node).await {
         Ok(live) => live,
         Err(kube::Error::Api(status)) if status.code == 404 && !on => return Ok(()),
-        Err(error) => return Err(format!("cannot read node {node}: {error}")),
+        Err(error) => return Err(ControllerError::api(format!("read node {node}"), error)),
     };
     let spec = live.spec.get_or_insert_with(Default::default);
     let taints = spec.taints.get_or_insert_with(Vec::new);
@@ -283,13 +288,13 @@ pub async fn set_disruption_taint(ctx: &Context, node: &str, on: bool) -> Result
     let replaced = api
         .replace(node, &PostParams::default(), &live)
         .await
-        .map_err(|e| format!("cannot update the taints of node {node}: {e}"))?;
+        .map_err(|e| ControllerError::api(format!("update the taints of node {node}"), e))?;
     ctx.state.apply(&replaced);
     Ok(())
 }
 
 /// Annotates `node` with why, then deletes it (the termination finalizer drains it).
-async fn delete_node(ctx: &Context, node: &str, reason: Reason) -> Result<(), String> {
+async fn delete_node(ctx: &Context, node: &str, reason: Reason) -> Result<(), ControllerError> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let annotate = Patch::Merge(json!({
         "metadata": { "annotations": { TERMINATION_REASON_ANNOTATION: reason.as_str() } }
@@ -297,7 +302,7 @@ async fn delete_node(ctx: &Context, node: &str, reason: Reason) -> Result<(), St
     match nodes.patch(node, &PatchParams::default(), &annotate).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(e) => return Err(format!("cannot annotate node {node}: {e}")),
+        Err(e) => return Err(ControllerError::api(format!("annotate node {node}"), e)),
     }
     match nodes.delete(node, &DeleteParams::default()).await {
         Ok(either) => {
@@ -307,7 +312,7 @@ async fn delete_node(ctx: &Context, node: &str, reason: Reason) -> Result<(), St
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(format!("cannot delete node {node}: {e}")),
+        Err(e) => Err(ControllerError::api(format!("delete node {node}"), e)),
     }
 }
 

@@ -289,7 +289,9 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                         Ok(()) => {}
                         Err(Abort::Stopped) => return,
                         Err(Abort::Failed(error)) => {
+                            ctx.metrics.controller_error("disruption", &error);
                             tracing::warn!(reason = again.reason.as_str(), %error, "disruption abandoned");
+                            let error = error.to_string();
                             for node in again.node_names() {
                                 act::event_on_node(&ctx, node, true, act::REASON_FAILED, &error);
                             }

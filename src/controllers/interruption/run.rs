@@ -18,6 +18,7 @@ use crate::apis::Machine;
 use crate::clock::sleep;
 use crate::cloudprovider::aws::sqs::{MAX_MESSAGES, QueueMessage};
 use crate::controllers::context::Context;
+use crate::controllers::error::ControllerError;
 use crate::controllers::events::reference;
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
 
@@ -95,6 +96,7 @@ async fn handle(ctx: &Context, interruption: &Interruption, raw: &QueueMessage) 
     let mut failed = false;
     for step in &steps {
         if let Err(error) = act(ctx, interruption, &message, step).await {
+            ctx.metrics.controller_error("interruption", &error);
             tracing::warn!(message_id = %raw.message_id, instance = %step.instance_id, %error, "interruption");
             failed = true;
         }
@@ -124,7 +126,7 @@ async fn act(
     interruption: &Interruption,
     message: &Message,
     step: &Step,
-) -> Result<(), String> {
+) -> Result<(), ControllerError> {
     let Some(target) = step
         .target
         .as_ref()
@@ -189,7 +191,7 @@ fn record(ctx: &Context, target: &Target, warning: bool, reason: &str, message: 
 
 /// Deletes the node (the termination finalizer drains it), or the machine of an instance whose
 /// node has not registered (the lifecycle controller terminates it).
-async fn delete_target(ctx: &Context, target: &Target) -> Result<(), String> {
+async fn delete_target(ctx: &Context, target: &Target) -> Result<(), ControllerError> {
     if let Some(node) = &target.node {
         let name = node.name_any();
         let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -199,7 +201,7 @@ async fn delete_target(ctx: &Context, target: &Target) -> Result<(), String> {
         match nodes.patch(&name, &PatchParams::default(), &reason).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(e) => return Err(format!("cannot annotate node {name}: {e}")),
+            Err(e) => return Err(ControllerError::api(format!("annotate node {name}"), e)),
         }
         return match nodes.delete(&name, &DeleteParams::default()).await {
             Ok(either) => {
@@ -210,7 +212,7 @@ async fn delete_target(ctx: &Context, target: &Target) -> Result<(), String> {
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => Err(format!("cannot delete node {name}: {e}")),
+            Err(e) => Err(ControllerError::api(format!("delete node {name}"), e)),
         };
     }
     if let Some(machine) = &target.machine {
@@ -225,7 +227,7 @@ async fn delete_target(ctx: &Context, target: &Target) -> Result<(), String> {
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => Err(format!("cannot delete machine {name}: {e}")),
+            Err(e) => Err(ControllerError::api(format!("delete machine {name}"), e)),
         };
     }
     Ok(())

@@ -21,6 +21,7 @@ use crate::cloudprovider::{
     CloudProviderError, DeleteStatus, LaunchRequest, LaunchedInstance, MachineId,
 };
 use crate::controllers::context::{Context, node_template};
+use crate::controllers::error::ControllerError;
 use crate::controllers::events::reference;
 use crate::controllers::resource_list;
 use crate::controllers::work::{Outcome, Work};
@@ -47,7 +48,7 @@ enum Action {
 /// Runs until `stop` turns true.
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
-    let mut work = Work::counting_panics(ctx.metrics.controller_panics(CONTROLLER));
+    let mut work = Work::counted(CONTROLLER, ctx.metrics.clone());
     loop {
         let now = ctx.clock.now();
         changes.borrow_and_update();
@@ -145,7 +146,11 @@ fn machines(ctx: &Context) -> Api<Machine> {
 }
 
 /// Writes `status` and applies the answer to the cache.
-async fn write_status(ctx: &Context, name: &str, status: &MachineStatus) -> Result<(), String> {
+async fn write_status(
+    ctx: &Context,
+    name: &str,
+    status: &MachineStatus,
+) -> Result<(), ControllerError> {
     let patched = machines(ctx)
         .patch_status(
             name,
@@ -153,7 +158,7 @@ async fn write_status(ctx: &Context, name: &str, status: &MachineStatus) -> Resu
             &Patch::Merge(json!({ "status": status })),
         )
         .await
-        .map_err(|e| format!("cannot write the status of machine {name}: {e}"))?;
+        .map_err(|e| ControllerError::api(format!("write the status of machine {name}"), e))?;
     ctx.state.apply(&patched);
     Ok(())
 }
@@ -210,9 +215,7 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
             }
             return Ok(None);
         }
-        Err(error) if error.is_retryable() => {
-            return launch_failed(ctx, entry, &error.to_string()).await;
-        }
+        Err(error) if error.is_retryable() => return launch_failed(ctx, entry, error).await,
         Err(error) => return cannot_launch(ctx, entry, &error.to_string()).await,
     };
     record_launch(ctx, entry, &instance).await?;
@@ -238,8 +241,10 @@ async fn cannot_launch(ctx: &Context, entry: &MachineEntry, reason: &str) -> Out
 }
 
 /// Says why the launch failed on the machine, and asks for a retry.
-async fn launch_failed(ctx: &Context, entry: &MachineEntry, reason: &str) -> Outcome {
+async fn launch_failed(ctx: &Context, entry: &MachineEntry, error: CloudProviderError) -> Outcome {
     let name = entry.machine.name_any();
+    let reason = error.to_string();
+    let reason = reason.as_str();
     ctx.events
         .warning(reference(&entry.machine), REASON_LAUNCH_FAILED, reason);
     let mut status = entry.machine.status.clone().unwrap_or_default();
@@ -252,14 +257,17 @@ async fn launch_failed(ctx: &Context, entry: &MachineEntry, reason: &str) -> Out
         now_time(ctx),
     );
     write_status(ctx, &name, &status).await?;
-    Err(format!("cannot launch machine {name}: {reason}"))
+    Err(ControllerError::cloud(
+        format!("launch machine {name}"),
+        error,
+    ))
 }
 
 async fn record_launch(
     ctx: &Context,
     entry: &MachineEntry,
     instance: &LaunchedInstance,
-) -> Result<(), String> {
+) -> Result<(), ControllerError> {
     let name = entry.machine.name_any();
     let mut machine_labels = instance.labels.clone();
     machine_labels.insert(
@@ -278,7 +286,7 @@ async fn record_launch(
             &Patch::Merge(json!({ "metadata": { "labels": machine_labels } })),
         )
         .await
-        .map_err(|e| format!("cannot label machine {name}: {e}"))?;
+        .map_err(|e| ControllerError::api(format!("label machine {name}"), e))?;
     let mut status = labelled.status.clone().unwrap_or_default();
     status.provider_id = Some(instance.provider_id.clone());
     status.capacity = resource_list(&instance.capacity);
@@ -335,7 +343,7 @@ fn allocatable(
         .unwrap_or_else(|| instance.capacity.clone())
 }
 
-async fn delete_machine(ctx: &Context, machine: &Machine) -> Result<(), String> {
+async fn delete_machine(ctx: &Context, machine: &Machine) -> Result<(), ControllerError> {
     let name = machine.name_any();
     match machines(ctx).delete(&name, &DeleteParams::default()).await {
         Ok(either) => {
@@ -345,7 +353,7 @@ async fn delete_machine(ctx: &Context, machine: &Machine) -> Result<(), String> 
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(format!("cannot delete machine {name}: {e}")),
+        Err(e) => Err(ControllerError::api(format!("delete machine {name}"), e)),
     }
 }
 
@@ -376,7 +384,7 @@ async fn register(
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let patched = write::adopt_node(&nodes, &node.node, registration)
         .await
-        .map_err(|e| format!("cannot adopt node {}: {e}", registration.node))?;
+        .map_err(|e| ControllerError::api(format!("adopt node {}", registration.node), e))?;
     ctx.state.apply(&patched);
     let mut status = entry.machine.status.clone().unwrap_or_default();
     status.node_name = Some(registration.node.clone());
@@ -407,7 +415,7 @@ async fn initialize(ctx: &Context, entry: &MachineEntry, node: &str) -> Outcome 
             &Patch::Merge(json!({ "metadata": { "labels": { labels::INITIALIZED: "true" } } })),
         )
         .await
-        .map_err(|e| format!("cannot label node {node} initialized: {e}"))?;
+        .map_err(|e| ControllerError::api(format!("label node {node} initialized"), e))?;
     ctx.state.apply(&patched);
     // The pods it was launched for are bound only now: give them time before it counts as
     // empty (its machine's batch also holds it while those pods wait: see nominations).
@@ -456,7 +464,12 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
                     }
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => return Err(format!("cannot delete node {}: {e}", node.core.name)),
+                Err(e) => {
+                    return Err(ControllerError::api(
+                        format!("delete node {}", node.core.name),
+                        e,
+                    ));
+                }
             }
         }
         return Ok(Some(ctx.clock.now() + TERMINATION_POLL));
@@ -465,7 +478,9 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
     let result = ctx
         .cloud_call(CONTROLLER, "Delete", ctx.cloud.delete(&id))
         .await;
-    match result.map_err(|e| format!("cannot terminate the instance of machine {name}: {e}"))? {
+    match result.map_err(|e| {
+        ControllerError::cloud(format!("terminate the instance of machine {name}"), e)
+    })? {
         DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
         DeleteStatus::Gone => {
             match write::release(&machines(ctx), machine).await {
@@ -482,7 +497,7 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
                 }
                 Ok(_) => ctx.state.remove(machine),
                 Err(kube::Error::Api(status)) if status.code == 404 => ctx.state.remove(machine),
-                Err(e) => return Err(format!("cannot release machine {name}: {e}")),
+                Err(e) => return Err(ControllerError::api(format!("release machine {name}"), e)),
             }
             tracing::info!(machine = %name, "Deleted machine");
             Ok(None)
