@@ -289,12 +289,18 @@ fn table_shows_nodes_existing_unschedulable_and_the_lower_bound() {
     }
 }
 
-/// Writes `text` to a temporary file named after the test and runs `plan` on it.
-fn plan_on(name: &str, text: &str) -> (i32, String) {
+/// Writes `text` to a temporary file named after the test.
+fn input_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nodewright-plan-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, text).expect("write input");
+    file
+}
+
+/// Writes `text` to a temporary file named after the test and runs `plan` on it.
+fn plan_on(name: &str, text: &str) -> (i32, String) {
+    let file = input_file(name, text);
     let out = nodewright(&["plan", "-f", file.to_str().unwrap_or_default()]);
     (
         out.status.code().unwrap_or(-1),
@@ -373,10 +379,7 @@ fn a_provisioner_with_a_cpu_limit_of_zero_launches_nothing() {
         std::fs::read_to_string(repo("examples/plan/tutorial.yaml")).expect("the tutorial reads");
     let paused = tutorial.replace("cpu: 1000", "cpu: 0");
     assert_ne!(paused, tutorial, "the tutorial sets a cpu limit");
-    let dir = std::env::temp_dir().join(format!("nodewright-plan-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("paused.yaml");
-    std::fs::write(&file, paused).expect("write input");
+    let file = input_file("paused", &paused);
     let out = nodewright(&[
         "plan",
         "-f",

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use tokio::sync::watch;
 
 use crate::apis::AwsNodeTemplate;
@@ -16,6 +15,7 @@ use crate::clock::sleep_until;
 use crate::cloudprovider::NodeTemplate;
 use crate::controllers::context::Context;
 use crate::controllers::events::reference;
+use crate::controllers::write;
 
 const CONTROLLER: &str = "awsnodetemplate";
 /// How often a template's selectors are resolved again when its spec did not change.
@@ -107,14 +107,7 @@ async fn refresh_status(ctx: &Context, template: &AwsNodeTemplate) {
         return;
     }
     let api: Api<AwsNodeTemplate> = Api::all(ctx.client.clone());
-    match api
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-    {
+    match write::status(&api, &name, &status).await {
         Ok(written) => {
             ctx.state.apply(&written);
             tracing::debug!(awsnodetemplate = %name, "resolved the node template");

@@ -336,29 +336,12 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
         }
     }
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    match write::release(&nodes, &node.node).await {
-        Ok(Some(released))
-            if released
-                .metadata
-                .finalizers
-                .as_ref()
-                .is_some_and(|f| !f.is_empty()) =>
-        {
-            ctx.state.apply(&released)
-        }
-        Ok(Some(released)) => ctx.state.remove(&released),
-        // Released already (by an earlier pass whose answer was lost) or gone: the cache's
-        // copy is stale, perhaps brought back by an older watch event, and would be
-        // terminated again and again.
-        Ok(None) => {
-            ctx.state.remove(&node.node);
-            return Ok(None);
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            ctx.state.remove(&node.node);
-            return Ok(None);
-        }
-        Err(e) => return Err(ControllerError::api(format!("release node {name}"), e)),
+    let released = write::release_cached(&ctx.state, &nodes, &node.node)
+        .await
+        .map_err(|e| ControllerError::api(format!("release node {name}"), e))?;
+    if !released {
+        // Released already, by an earlier pass whose answer was lost.
+        return Ok(None);
     }
     let provisioner = node
         .core

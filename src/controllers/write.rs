@@ -23,6 +23,8 @@ use super::context::Context;
 use super::error::ControllerError;
 use super::lifecycle::NodeRegistration;
 use crate::apis::Machine;
+use crate::state::SharedState;
+use crate::state::watch::Cached;
 
 /// Creates `machine` if its provisioner's limits admit it, and puts it in the cache.
 pub async fn create_machine(ctx: &Context, machine: &Machine) -> Result<Machine, ControllerError> {
@@ -106,6 +108,57 @@ where
             .collect();
         Some(json!({ "metadata": { "finalizers": left } }))
     })
+    .await
+}
+
+/// [`release`], keeping the cache in step: an object another finalizer still holds gets its
+/// new version; otherwise it is gone and leaves the cache (applying it would bring it back),
+/// as does a stale copy whose object was released or deleted already. True when this call
+/// released it.
+pub async fn release_cached<K>(
+    state: &SharedState,
+    api: &Api<K>,
+    cached: &K,
+) -> Result<bool, kube::Error>
+where
+    K: Cached + Serialize,
+{
+    match release(api, cached).await {
+        Ok(Some(released)) => {
+            let held = released
+                .meta()
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| !f.is_empty());
+            if held {
+                state.apply(&released);
+            } else {
+                state.remove(&released);
+            }
+            Ok(true)
+        }
+        Ok(None) => {
+            state.remove(cached);
+            Ok(false)
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            state.remove(cached);
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes `status` as the status of `name`.
+pub async fn status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
     .await
 }
 

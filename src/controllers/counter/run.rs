@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use nodewright_scheduling::resources::Resources;
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::{REASON_LIMITS_REACHED, limits_newly_reached, next_status};
@@ -18,6 +17,7 @@ use crate::apis::{Provisioner, ProvisionerStatus};
 use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::controllers::events::reference;
+use crate::controllers::write;
 
 /// Bursts of changes are folded into one pass at most this often (simulated time).
 const SETTLE: Duration = Duration::from_millis(500);
@@ -81,14 +81,7 @@ async fn sync(ctx: &Context, known: &mut BTreeSet<String>) {
     let api: Api<Provisioner> = Api::all(ctx.client.clone());
     for (provisioner, status) in writes {
         let name = provisioner.metadata.name.clone().unwrap_or_default();
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await
-        {
+        match write::status(&api, &name, &status).await {
             Ok(patched) => {
                 if limits_newly_reached(provisioner.status.as_ref(), &status) {
                     let message = status

@@ -151,12 +151,7 @@ async fn write_status(
     name: &str,
     status: &MachineStatus,
 ) -> Result<(), ControllerError> {
-    let patched = machines(ctx)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
+    let patched = write::status(&machines(ctx), name, status)
         .await
         .map_err(|e| ControllerError::api(format!("write the status of machine {name}"), e))?;
     ctx.state.apply(&patched);
@@ -483,22 +478,9 @@ async fn terminate(ctx: &Context, entry: &MachineEntry, node: Option<&NodeEntry>
     })? {
         DeleteStatus::Terminating => Ok(Some(ctx.clock.now() + TERMINATION_POLL)),
         DeleteStatus::Gone => {
-            match write::release(&machines(ctx), machine).await {
-                // Another finalizer still holds it: the cache keeps it until the watch says
-                // it went. Without one it is gone, and applying it would bring it back.
-                Ok(Some(patched))
-                    if patched
-                        .metadata
-                        .finalizers
-                        .as_ref()
-                        .is_some_and(|f| !f.is_empty()) =>
-                {
-                    ctx.state.apply(&patched);
-                }
-                Ok(_) => ctx.state.remove(machine),
-                Err(kube::Error::Api(status)) if status.code == 404 => ctx.state.remove(machine),
-                Err(e) => return Err(ControllerError::api(format!("release machine {name}"), e)),
-            }
+            write::release_cached(&ctx.state, &machines(ctx), machine)
+                .await
+                .map_err(|e| ControllerError::api(format!("release machine {name}"), e))?;
             tracing::info!(machine = %name, "Deleted machine");
             Ok(None)
         }
