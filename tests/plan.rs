@@ -404,3 +404,123 @@ fn a_provisioner_with_a_cpu_limit_of_zero_launches_nothing() {
         );
     }
 }
+
+/// A provisioner, a node of its with `node_extra` merged into its metadata and spec, and the
+/// pods given (YAML documents).
+fn cluster_with_node(node_metadata: &str, node_spec: &str, pods: &str) -> String {
+    format!(
+        r#"apiVersion: karpenter.sh/v1alpha5
+kind: Provisioner
+metadata: {{name: default}}
+spec:
+  startupTaints: [{{key: example.com/agent-not-ready, effect: NoSchedule}}]
+  provider: {{subnetSelector: {{karpenter.sh/discovery: c}}, securityGroupSelector: {{karpenter.sh/discovery: c}}}}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: ip-10-0-1-5.ec2.internal
+  labels:
+    karpenter.sh/provisioner-name: default
+    kubernetes.io/hostname: ip-10-0-1-5.ec2.internal
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    topology.kubernetes.io/zone: us-east-1a
+    node.kubernetes.io/instance-type: m5.xlarge
+    karpenter.sh/capacity-type: on-demand
+  {node_metadata}
+spec: {node_spec}
+status:
+  capacity: {{cpu: "4", memory: 15Gi, pods: "58"}}
+  allocatable: {{cpu: 3920m, memory: 14Gi, pods: "58"}}
+{pods}"#
+    )
+}
+
+fn one_cpu_pod(name: &str, node: Option<&str>) -> String {
+    let bound = node
+        .map(|n| format!("\n  nodeName: {n}"))
+        .unwrap_or_default();
+    let status = if node.is_some() {
+        "{phase: Running}"
+    } else {
+        "{phase: Pending, conditions: [{type: PodScheduled, status: \"False\", reason: Unschedulable}]}"
+    };
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:{bound}\n  containers: [{{name: c, image: pause, resources: {{requests: {{cpu: \"1\"}}}}}}]\nstatus: {status}\n"
+    )
+}
+
+fn plan_json_of(name: &str, text: &str) -> Value {
+    let file = input_file(name, text);
+    let out = nodewright(&[
+        "plan",
+        "-f",
+        file.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// A node being deleted is no capacity: its pods need a new node, and pending pods do not
+/// go there (the controller decides the same from the same cache).
+#[test]
+fn a_node_being_deleted_takes_no_pods_and_its_pods_get_a_new_node() {
+    let node = "ip-10-0-1-5.ec2.internal";
+    let pods = [
+        one_cpu_pod("web-1", Some(node)),
+        one_cpu_pod("web-2", Some(node)),
+        one_cpu_pod("new-1", None),
+    ]
+    .concat();
+    let text = cluster_with_node(
+        "deletionTimestamp: \"2024-01-01T00:00:00Z\"\n  finalizers: [karpenter.sh/termination]",
+        "{unschedulable: true}",
+        &pods,
+    );
+    let plan = plan_json_of("deleting-node", &text);
+    let placed: Vec<&str> = plan["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["pods"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    for pod in ["default/web-1", "default/web-2", "default/new-1"] {
+        assert!(placed.contains(&pod), "{pod} gets a new node: {plan}");
+    }
+    assert_eq!(
+        pod_mentions(&plan).values().max(),
+        Some(&1),
+        "each pod once: {plan}"
+    );
+}
+
+/// A node still coming up (not initialized) is seen without its startup and not-ready taints,
+/// as Karpenter sees it: a pending pod waits for it instead of buying another node.
+#[test]
+fn a_node_coming_up_is_used_without_its_startup_and_not_ready_taints() {
+    let taints = "{taints: [{key: node.kubernetes.io/not-ready, effect: NoSchedule}, {key: example.com/agent-not-ready, effect: NoSchedule}]}";
+    let text = cluster_with_node("{}", taints, &one_cpu_pod("new-1", None)).replace("  {}\n", "");
+    let plan = plan_json_of("coming-up", &text);
+    assert_eq!(
+        plan["nodes"].as_array().map(Vec::len),
+        Some(0),
+        "no new node: {plan}"
+    );
+    let existing = plan["existing"].as_array().expect("a list");
+    assert!(
+        existing.iter().any(|e| e["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p == "default/new-1")),
+        "the pod goes to the node coming up: {plan}"
+    );
+}

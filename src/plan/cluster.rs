@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::Pod as K8sPod;
 use nodewright_scheduling::allocatable::AllocatableSettings;
 use nodewright_scheduling::instance_type::InstanceType;
 use nodewright_scheduling::plan::{ExistingAssignment, Plan, UnschedulablePod};
+use nodewright_scheduling::pod::Pod;
 use nodewright_scheduling::provisioner::ProvisionerInput;
 use nodewright_scheduling::{ScheduleInput, SchedulerSettings};
 
 use super::input::ClusterInput;
 use crate::convert::{self, ConvertError};
+use crate::state::{ClusterState, object_key};
 
 /// The scheduler's input, and the pods of the input that the scheduler does not see but the
 /// plan must still account for (every input pod appears exactly once in a plan).
@@ -32,22 +34,38 @@ impl Placement {
         allocatable: &AllocatableSettings,
         settings: SchedulerSettings,
     ) -> Result<Placement, ConvertError> {
+        // Nodes and the pods bound to them go through the controller's own cache, so the plan
+        // sees them as the controller does: a node being deleted takes no pods and its pods
+        // need a new home; a node still coming up is seen without its startup and not-ready
+        // taints.
+        let mut state = ClusterState::new();
+        for provisioner in &input.provisioners {
+            state.apply_provisioner(provisioner)?;
+        }
+        for node in &input.nodes {
+            state.apply_node(node)?;
+        }
         let mut pending = Vec::new();
         let mut bound: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut running_on: BTreeMap<String, Vec<nodewright_scheduling::pod::Pod>> =
-            BTreeMap::new();
         let mut not_placed = Vec::new();
         for pod in &input.pods {
-            let core = convert::pod::pod(pod)?;
             let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
             if let Some(node) = node_name {
-                bound.entry(node.clone()).or_default().push(core.key());
-                // A finished pod is listed with its node but holds no resources there.
-                if !is_finished(pod) {
-                    running_on.entry(node).or_default().push(core);
+                state.apply_pod(pod)?;
+                let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                match state.pod(namespace, name) {
+                    Some(entry) if state.must_move(entry) => {
+                        pending.push(Pod::clone(&entry.pod));
+                    }
+                    _ => bound
+                        .entry(node)
+                        .or_default()
+                        .push(object_key(namespace, name)),
                 }
                 continue;
             }
+            let core = convert::pod::pod(pod)?;
             match why_not_placed(pod) {
                 Some(reason) => not_placed.push(UnschedulablePod {
                     pod: core.key(),
@@ -56,15 +74,7 @@ impl Placement {
                 None => pending.push(core),
             }
         }
-        let nodes = input
-            .nodes
-            .iter()
-            .map(|node| {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let pods = running_on.remove(&name).unwrap_or_default();
-                convert::node::existing_node(node, pods.into_iter().map(Arc::new).collect())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let nodes = state.existing_nodes();
         let provisioners = input
             .provisioners
             .iter()
@@ -114,7 +124,7 @@ impl Placement {
 }
 
 /// Why a pod without a node is not nodewright's to place, if it is not.
-fn why_not_placed(pod: &Pod) -> Option<&'static str> {
+fn why_not_placed(pod: &K8sPod) -> Option<&'static str> {
     if is_finished(pod) {
         return Some("pod has finished");
     }
@@ -127,7 +137,7 @@ fn why_not_placed(pod: &Pod) -> Option<&'static str> {
     None
 }
 
-fn is_finished(pod: &Pod) -> bool {
+fn is_finished(pod: &K8sPod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Succeeded" | "Failed"))
 }

@@ -197,7 +197,15 @@ impl ClusterState {
                                 .or_insert_with(|| value.clone());
                         }
                     }
-                    let startup: &[Taint] = machine.map_or(&[], |m| &m.startup_taints);
+                    // The machine's startup taints; for a node no machine accounts for, its
+                    // provisioner's (what `plan` sees, and a node launched before a restart).
+                    let startup: &[Taint] = match machine {
+                        Some(m) => &m.startup_taints,
+                        None => node
+                            .provisioner()
+                            .and_then(|p| self.provisioners.get(p))
+                            .map_or(&[], |p| &p.core.startup_taints),
+                    };
                     node.taints.retain(|t| {
                         !EPHEMERAL_TAINTS.contains(&t.key.as_str())
                             && !startup
