@@ -524,3 +524,58 @@ fn a_node_coming_up_is_used_without_its_startup_and_not_ready_taints() {
         "the pod goes to the node coming up: {plan}"
     );
 }
+
+/// A daemonset whose running pod requests more than its template (a VPA raised it): new nodes
+/// are sized for what its pods really request, as Karpenter sizes them.
+#[test]
+fn daemonset_overhead_comes_from_its_running_pod_when_it_has_one() {
+    let daemonset = r#"---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: kube-system, uid: ds-agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: agent, resources: {requests: {cpu: 100m}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-x1
+  namespace: kube-system
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: ds-agent, controller: true}]
+spec:
+  nodeName: ip-10-0-1-5.ec2.internal
+  containers: [{name: agent, image: agent, resources: {requests: {cpu: "2"}}}]
+status: {phase: Running}
+"#;
+    let pods = [
+        one_cpu_pod("filler-1", Some("ip-10-0-1-5.ec2.internal")),
+        one_cpu_pod("new-1", None),
+        daemonset.to_string(),
+    ]
+    .concat();
+    let text = cluster_with_node("{}", "{}", &pods).replace("  {}\n", "");
+    let plan = plan_json_of("daemonset-pod", &text);
+    let node = &plan["nodes"][0];
+    let types: Vec<&str> = node["instanceTypes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !types.is_empty(),
+        "a node is launched for the pending pod: {plan}"
+    );
+    let two_vcpu_or_less = ["large", "medium", "small", "micro", "nano"];
+    for name in &types {
+        let size = name.split('.').nth(1).unwrap_or_default();
+        assert!(
+            !two_vcpu_or_less.contains(&size),
+            "{name} cannot hold the 2-cpu daemon pod and the 1-cpu pod: {types:?}"
+        );
+    }
+}

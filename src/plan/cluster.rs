@@ -86,11 +86,10 @@ impl Placement {
                 ))
             })
             .collect::<Result<Vec<_>, ConvertError>>()?;
-        let daemonsets = input
-            .daemonsets
-            .iter()
-            .map(convert::pod::daemonset)
-            .collect::<Result<Vec<_>, _>>()?;
+        for daemonset in &input.daemonsets {
+            state.apply_daemonset(daemonset)?;
+        }
+        let daemonsets = state.daemonset_overheads();
         Ok(Placement {
             schedule: ScheduleInput {
                 pods: pending,

@@ -367,9 +367,41 @@ impl ClusterState {
             pods: self.provisionable_pods().into_iter().cloned().collect(),
             nodes,
             provisioners,
-            daemonsets: self.daemonsets.values().cloned().collect(),
+            daemonsets: self.daemonset_overheads(),
             settings: settings.scheduler(),
         }
+    }
+
+    /// The daemonsets as new nodes will carry them: each with the requests of one of its
+    /// running pods when it has any (admission webhooks such as VPA change what a pod really
+    /// requests), else of its template. Karpenter takes its newest pod; the largest is taken
+    /// here (per resource, over its pods), which never counts less than a node will hold.
+    pub fn daemonset_overheads(&self) -> Vec<DaemonSet> {
+        let mut observed: HashMap<(&str, &str), Resources> = HashMap::new();
+        for entry in self.pods.values().filter(|e| e.daemon && !e.terminal) {
+            let Some(owner) = entry.pod.owner.as_deref() else {
+                continue;
+            };
+            let Some(name) = owner.strip_prefix("DaemonSet/") else {
+                continue;
+            };
+            let requests = &entry.pod.requests;
+            observed
+                .entry((entry.pod.namespace.as_str(), name))
+                .and_modify(|seen| *seen = seen.max(requests))
+                .or_insert_with(|| requests.clone());
+        }
+        self.daemonsets
+            .values()
+            .map(|daemonset| {
+                let mut daemonset = daemonset.clone();
+                let key = (daemonset.namespace.as_str(), daemonset.name.as_str());
+                if let Some(requests) = observed.get(&key) {
+                    daemonset.requests = requests.clone();
+                }
+                daemonset
+            })
+            .collect()
     }
 }
 
