@@ -33,3 +33,4 @@ pub mod sim;
 pub mod state;
 mod sync;
 pub mod telemetry;
+pub mod yaml;

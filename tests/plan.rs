@@ -579,3 +579,39 @@ status: {phase: Running}
         );
     }
 }
+
+/// What `kubectl get pods -A -o yaml` writes for `count` pending pods: one `kind: List`.
+fn pending_pods_list(count: usize) -> String {
+    let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "- apiVersion: v1\n  kind: Pod\n  metadata:\n    name: web-{i}\n    namespace: default\n    labels: {{app: web}}\n  spec:\n    containers:\n    - name: web\n      image: web:1\n      resources:\n        requests: {{cpu: 100m, memory: 64Mi}}\n  status:\n    phase: Pending\n    conditions:\n    - {{type: PodScheduled, status: \"False\", reason: Unschedulable}}\n"
+        ));
+    }
+    text
+}
+
+/// Real clusters have tens of thousands of pods: a `kind: List` past the YAML parser's default
+/// budget (250,000 nodes, about 6,000 pods) and a stream of more than 1,024 documents both plan.
+#[test]
+fn large_lists_and_long_document_streams_are_read_whole() {
+    let provisioner = "apiVersion: karpenter.sh/v1alpha5\nkind: Provisioner\nmetadata: {name: default}\nspec: {provider: {subnetSelector: {a: b}, securityGroupSelector: {a: b}}}\n---\n";
+    let list = format!("{provisioner}{}", pending_pods_list(7_000));
+    let plan = plan_json_of("large-list", &list);
+    assert_eq!(pod_mentions(&plan).len(), 7_000, "every pod is in the plan");
+    assert!(plan["unschedulable"].as_array().is_some_and(Vec::is_empty));
+
+    let stream: String = std::iter::once(provisioner.to_string())
+        .chain(pending_pods_list(1_100).split("\n- ").skip(1).map(|item| {
+            // Each list item as a document of its own.
+            let document: String = item
+                .lines()
+                .map(|line| line.strip_prefix("  ").unwrap_or(line))
+                .collect::<Vec<_>>()
+                .join("\n");
+            format!("{document}\n---\n")
+        }))
+        .collect();
+    let plan = plan_json_of("long-stream", &stream);
+    assert_eq!(pod_mentions(&plan).len(), 1_100, "every document is read");
+}

@@ -82,7 +82,7 @@ impl ClusterInput {
     /// Add the objects of one multi-document YAML text; `path` names it in errors.
     pub fn add_yaml(&mut self, path: &Path, text: &str) -> Result<(), InputError> {
         let documents: Vec<Value> =
-            serde_saphyr::from_multiple(text).map_err(|err| InputError::Yaml {
+            crate::yaml::from_multiple(text).map_err(|err| InputError::Yaml {
                 path: path.to_path_buf(),
                 message: err.to_string(),
             })?;

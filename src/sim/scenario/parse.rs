@@ -234,7 +234,7 @@ fn apply(base: &Path, registry: &Registry, body: &Value) -> Result<(String, Acti
                 let path = base.join(file);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-                let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+                let documents: Vec<Value> = crate::yaml::from_multiple(&text)
                     .map_err(|error| format!("{}: not valid YAML: {error}", path.display()))?;
                 let before = objects.len();
                 for (index, document) in documents.into_iter().enumerate() {
