@@ -379,20 +379,7 @@ fn a_provisioner_with_a_cpu_limit_of_zero_launches_nothing() {
         std::fs::read_to_string(repo("examples/plan/tutorial.yaml")).expect("the tutorial reads");
     let paused = tutorial.replace("cpu: 1000", "cpu: 0");
     assert_ne!(paused, tutorial, "the tutorial sets a cpu limit");
-    let file = input_file("paused", &paused);
-    let out = nodewright(&[
-        "plan",
-        "-f",
-        file.to_str().unwrap_or_default(),
-        "-o",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let plan = plan_json_of("paused", &paused);
     assert_eq!(plan["nodes"].as_array().map(Vec::len), Some(0), "{plan}");
     let pending = plan["unschedulable"].as_array().expect("a list");
     assert_eq!(pending.len(), 4);
@@ -451,21 +438,10 @@ fn one_cpu_pod(name: &str, node: Option<&str>) -> String {
     )
 }
 
+/// `plan -o json` of `text`, written to a temporary file named after the test.
 fn plan_json_of(name: &str, text: &str) -> Value {
     let file = input_file(name, text);
-    let out = nodewright(&[
-        "plan",
-        "-f",
-        file.to_str().unwrap_or_default(),
-        "-o",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
+    plan_json(file.to_str().unwrap_or_default(), &[])
 }
 
 /// A node being deleted is no capacity: its pods need a new node, and pending pods do not

@@ -6,9 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::time::{Duration, SystemTime};
-
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
@@ -27,8 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct Work {
-    tasks: JoinSet<(String, Outcome)>,
-    /// The object of each action in flight, so one that panics is still known by name.
+    tasks: JoinSet<Outcome>,
+    /// The object of each action in flight, by task: known even when the action panics.
     names: HashMap<Id, String>,
     busy: HashSet<String>,
     not_before: HashMap<String, SystemTime>,
@@ -54,13 +53,7 @@ impl Work {
     pub fn spawn(&mut self, name: String, action: impl Future<Output = Outcome> + Send + 'static) {
         self.busy.insert(name.clone());
         self.not_before.remove(&name);
-        let id = self
-            .tasks
-            .spawn({
-                let name = name.clone();
-                async move { (name, action.await) }
-            })
-            .id();
+        let id = self.tasks.spawn(action).id();
         self.names.insert(id, name);
     }
 
@@ -79,22 +72,22 @@ impl Work {
         let Some(done) = self.tasks.join_next_with_id().await else {
             return std::future::pending().await;
         };
-        let (name, outcome) = match done {
-            Ok((id, (name, outcome))) => {
-                self.names.remove(&id);
-                (name, outcome)
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
+        };
+        let Some(name) = self.names.remove(&id) else {
+            return;
+        };
+        let outcome = match done {
+            Ok((_, outcome)) => outcome,
+            Err(error) if error.is_panic() => {
+                Err(ControllerError::Panicked(panic_message(error.into_panic())))
             }
-            Err(error) => {
-                let Some(name) = self.names.remove(&error.id()) else {
-                    return;
-                };
-                if !error.is_panic() {
-                    // Aborted: only `abort_all` does that, on the way out.
-                    self.busy.remove(&name);
-                    return;
-                }
-                let cause = panic_message(error.into_panic());
-                (name, Err(ControllerError::Panicked(cause)))
+            // Aborted: only `abort_all` does that, on the way out.
+            Err(_) => {
+                self.busy.remove(&name);
+                return;
             }
         };
         self.busy.remove(&name);

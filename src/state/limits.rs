@@ -38,9 +38,9 @@ impl Reservations {
                 .provisioner_usage(types)
                 .remove(provisioner)
                 .unwrap_or_default();
-            for (name, (owner, reserved)) in &self.by_machine {
-                // A machine the cache holds is counted there already.
-                if owner == provisioner && state.machine(name).is_none() {
+            // A reservation ends as the cache takes its machine in, so none is counted twice.
+            for (owner, reserved) in self.by_machine.values() {
+                if owner == provisioner {
                     used += reserved;
                 }
             }

@@ -315,7 +315,10 @@ impl ClusterState {
             };
             let counted = match &entry.capacity {
                 Some(capacity) => capacity.clone(),
-                None => counted_before_launch(&types_by_name, provisioner, entry),
+                None => types_by_name
+                    .get(provisioner.as_str())
+                    .and_then(|types| largest_candidate(types, &entry.machine.spec.requirements))
+                    .unwrap_or_else(|| entry.requests.clone()),
             };
             *usage.entry(provisioner.clone()).or_default() += &counted;
         }
@@ -463,20 +466,8 @@ fn cheapest_candidate<'a>(
 }
 
 /// The largest capacity, resource by resource, among the machine's candidate types.
-/// What an unlaunched machine counts against its provisioner: the largest capacity among its
-/// candidates, as the scheduler reserves it; its requests when no candidate is known.
-fn counted_before_launch(
-    types_by_name: &HashMap<&str, HashMap<&str, &InstanceType>>,
-    provisioner: &str,
-    entry: &MachineEntry,
-) -> Resources {
-    types_by_name
-        .get(provisioner)
-        .and_then(|types| largest_candidate(types, &entry.machine.spec.requirements))
-        .unwrap_or_else(|| entry.requests.clone())
-}
-
-/// [`counted_before_launch`] of a machine not in the cache yet; `None` without a provisioner
+/// What a machine not in the cache yet counts against its provisioner, as usage counts an
+/// unlaunched machine: its largest candidate, else its requests. `None` without a provisioner
 /// or with requests that cannot be read.
 pub(super) fn counted_for_new_machine(
     types: &InstanceTypesByProvisioner,
