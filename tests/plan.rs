@@ -49,6 +49,17 @@ fn plan_json(file: &str, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("plan -o json prints one JSON object")
 }
 
+/// The pods a JSON plan puts on new nodes, in order.
+fn pods_on_new_nodes(plan: &Value) -> Vec<&str> {
+    plan["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["pods"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Every pod named anywhere in a JSON plan, with how often.
 fn pod_mentions(plan: &Value) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -183,13 +194,7 @@ fn pending_pod_goes_to_an_existing_node_with_room_before_a_new_one() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(pods, ["default/web-0", "default/small"]);
-    let new_pods: Vec<&str> = plan["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["pods"].as_array().into_iter().flatten())
-        .filter_map(Value::as_str)
-        .collect();
+    let new_pods = pods_on_new_nodes(&plan);
     assert_eq!(new_pods, ["default/batch"]);
 }
 
@@ -461,13 +466,7 @@ fn a_node_being_deleted_takes_no_pods_and_its_pods_get_a_new_node() {
         &pods,
     );
     let plan = plan_json_of("deleting-node", &text);
-    let placed: Vec<&str> = plan["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["pods"].as_array().into_iter().flatten())
-        .filter_map(Value::as_str)
-        .collect();
+    let placed = pods_on_new_nodes(&plan);
     for pod in ["default/web-1", "default/web-2", "default/new-1"] {
         assert!(placed.contains(&pod), "{pod} gets a new node: {plan}");
     }
