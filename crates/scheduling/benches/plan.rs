@@ -10,6 +10,9 @@
 //! Instance types: the embedded us-east-1 catalog, priced from `prices-us-east-1.json`. Data is
 //! read in place from `$NODEWRIGHT_DATA` (default: `shared/data` beside the repository).
 //!
+//! `LP` is the plan's lower bound (anti-affinity included); the cpu+memory LP ignores what
+//! keeps pods apart.
+//!
 //! Run: `cargo bench -p nodewright-scheduling --bench plan [-- A|B] [-- --quick]`.
 
 use std::collections::BTreeMap;
@@ -248,9 +251,15 @@ fn report(workload: &str, pods: usize, figures: &Figures, karpenter: Option<&Pla
     }
     let mut top: Vec<(&str, usize)> = per_type.into_iter().collect();
     top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let cover = plan.cover_bound_per_hour.unwrap_or(0.0);
+    let cover_ratio = if cover > 0.0 {
+        format!("{:.3}", plan.total_price_per_hour / cover)
+    } else {
+        "-".to_string()
+    };
     println!(
         "{workload} {pods:>6} pods  {ms:>9.1} ms  {per_sec:>9.0} pods/s  {:>5} nodes  {:>3} unschedulable  \
-         ${:.2}/h  LP ${:.2}/h  cost/LP {ratio}{karpenter}",
+         ${:.2}/h  LP ${:.2}/h  cost/LP {ratio}  (cpu+memory LP ${cover:.2}/h, {cover_ratio}){karpenter}",
         plan.nodes.len(),
         plan.unschedulable.len(),
         plan.total_price_per_hour,

@@ -23,10 +23,15 @@ pub struct Plan {
     /// Sum of `pricePerHour` over `nodes`; 0 when prices are unknown.
     pub total_price_per_hour: f64,
     /// The cheapest any set of (fractional) nodes could cover the cpu and memory of the pods
-    /// placed on new nodes, over the offerings their provisioners allow. `None` without prices
+    /// placed on new nodes, over the offerings their provisioners allow, with a node of its own
+    /// for each pod that required hostname anti-affinity keeps apart. `None` without prices
     /// or new nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower_bound_per_hour: Option<f64>,
+    /// The same bound from cpu and memory alone, blind to anti-affinity: never above
+    /// `lowerBoundPerHour`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover_bound_per_hour: Option<f64>,
     /// `totalPricePerHour ÷ lowerBoundPerHour`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_ratio: Option<f64>,

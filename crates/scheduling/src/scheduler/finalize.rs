@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::cost::{CoverOption, lower_bound};
+use crate::cost::{CoverOption, lower_bound, lower_bound_apart};
 use crate::instance_type::CapacityType;
 use crate::labels;
 use crate::plan::{ExistingAssignment, Plan, PlannedNode, UnschedulablePod};
 use crate::requirements::{Requirements, ValueSet};
 
+use super::apart;
 use super::model::Model;
 use super::place::Stop;
 use super::provisioners::{OfferingModel, ProvModel, capacity_type_label, ct_index, score};
@@ -155,6 +156,7 @@ pub(crate) fn plan(state: &PackState<'_>, stops: &[Option<Stop>], strategy: &str
     let mut total = 0.0;
     let mut demand_cpu = 0.0;
     let mut demand_memory = 0.0;
+    let mut on_new = vec![0usize; model.groups.len()];
     for node in state.nodes.iter().filter(|n| !n.pods.is_empty()) {
         match &node.kind {
             NodeKind::Existing(i) => existing.push(ExistingAssignment {
@@ -169,6 +171,9 @@ pub(crate) fn plan(state: &PackState<'_>, stops: &[Option<Stop>], strategy: &str
                 total += price;
                 demand_cpu += node.used.0[CPU] as f64;
                 demand_memory += node.used.0[MEMORY] as f64;
+                for &i in &node.pods {
+                    on_new[model.group_of[i]] += 1;
+                }
                 let mut requests = model.dims.resources(&node.used);
                 if let Some(&t) = launch.candidates.first() {
                     requests += &p.types[t].overhead;
@@ -208,10 +213,21 @@ pub(crate) fn plan(state: &PackState<'_>, stops: &[Option<Stop>], strategy: &str
             });
         }
     }
-    let lower_bound_per_hour = if prices_known && !nodes.is_empty() {
-        lower_bound(&cover_options(model), demand_cpu, demand_memory)
+    let (cover_bound_per_hour, lower_bound_per_hour) = if prices_known && !nodes.is_empty() {
+        let (keys, options): (Vec<(usize, usize)>, Vec<CoverOption>) =
+            cover_options(model).into_iter().unzip();
+        let holds = |g: usize, o: usize| {
+            let (prov, t) = keys[o];
+            let group = &model.groups[g];
+            group.tolerates[prov] && group.req.fits(&model.provs[prov].types[t].alloc)
+        };
+        let apart = apart::constraints(model, &on_new, options.len(), holds);
+        (
+            lower_bound(&options, demand_cpu, demand_memory),
+            lower_bound_apart(&options, demand_cpu, demand_memory, &apart),
+        )
     } else {
-        None
+        (None, None)
     };
     let total = if prices_known { total } else { 0.0 };
     if !prices_known {
@@ -226,29 +242,32 @@ pub(crate) fn plan(state: &PackState<'_>, stops: &[Option<Stop>], strategy: &str
         total_price_per_hour: total,
         cost_ratio: lower_bound_per_hour.filter(|b| *b > 0.0).map(|b| total / b),
         lower_bound_per_hour,
+        cover_bound_per_hour,
         prices_known,
         strategy: strategy.to_string(),
     }
 }
 
 /// Every priced type of every provisioner at its cheapest allowed offering, with its effective
-/// capacity.
-pub(crate) fn cover_options(model: &Model<'_>) -> Vec<CoverOption> {
+/// capacity, keyed by (provisioner, type).
+pub(crate) fn cover_options(model: &Model<'_>) -> Vec<((usize, usize), CoverOption)> {
     model
         .provs
         .iter()
-        .flat_map(|p| p.types.iter())
-        .filter_map(|t| {
-            let price = t
+        .enumerate()
+        .flat_map(|(prov, p)| p.types.iter().enumerate().map(move |(t, ty)| (prov, t, ty)))
+        .filter_map(|(prov, t, ty)| {
+            let price = ty
                 .offerings
                 .iter()
                 .filter_map(|o| o.price)
                 .min_by(f64::total_cmp)?;
-            Some(CoverOption {
+            let option = CoverOption {
                 price,
-                cpu: t.alloc.0[CPU] as f64,
-                memory: t.alloc.0[MEMORY] as f64,
-            })
+                cpu: ty.alloc.0[CPU] as f64,
+                memory: ty.alloc.0[MEMORY] as f64,
+            };
+            Some(((prov, t), option))
         })
         .collect()
 }

@@ -8,6 +8,7 @@
 //! keep nodes from drifting onto big types whose spot price is poor; each node is then launched
 //! as the cheapest type that fits what it holds.
 
+pub(crate) mod apart;
 pub(crate) mod columns;
 pub(crate) mod finalize;
 pub(crate) mod fit;

@@ -50,6 +50,8 @@ pub(crate) struct Model<'a> {
     pub provs: Vec<ProvModel>,
     pub existing: Vec<ExistingModel>,
     pub groups: Vec<Group>,
+    /// The group of each input pod.
+    pub group_of: Vec<usize>,
     /// Topology groups with the counts of pods already running.
     pub topology: Topology,
     pub max_instance_types: usize,
@@ -178,7 +180,7 @@ impl<'a> Model<'a> {
         count_running_pods(&mut topology, &nodes, &existing);
 
         let mut domain_cache: HashMap<(usize, Vec<bool>), Vec<String>> = HashMap::new();
-        let groups = built
+        let groups: Vec<Group> = built
             .drain(..)
             .map(|(members, mut levels, owned)| {
                 let rep = &pods[members[0]];
@@ -239,12 +241,19 @@ impl<'a> Model<'a> {
             })
             .collect();
 
+        let mut group_of = vec![0; pods.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for &i in &group.pods {
+                group_of[i] = g;
+            }
+        }
         Model {
             pods,
             dims,
             provs,
             existing,
             groups,
+            group_of,
             topology,
             max_instance_types: input.settings.max_instance_types.max(1),
             base_templates: RefCell::new(HashMap::new()),
