@@ -10,9 +10,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::sim::kubelet::KubeletSettings;
 use crate::sim::scenario::{
-    CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation, SimulationOptions,
-    controller_hook_binding_pods, log_layer,
+    AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation,
+    SimulationOptions, controller_hook_binding_pods, log_layer,
 };
 
 #[derive(Debug, Args)]
@@ -45,6 +46,13 @@ pub struct SimulateArgs {
     /// Run the controller with BIND_PODS: pods are bound to their node as its instance launches.
     #[arg(long)]
     pub bind_pods: bool,
+    /// With `--cloud aws`: the cluster whose instances the simulated kubelets register (a
+    /// separately started controller tags its instances with its own `CLUSTER_NAME`).
+    #[arg(long, env = "CLUSTER_NAME", default_value = "nodewright-sim")]
+    pub cluster_name: String,
+    /// Simulated time from an instance running to its node registering.
+    #[arg(long, default_value = "30s", value_parser = crate::settings::parse_duration)]
+    pub boot_delay: std::time::Duration,
 }
 
 /// Runs the scenario; the exit code is 0 when every step held, 1 when an `until` timed out or
@@ -71,6 +79,14 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             output: args.output,
             serve: args.serve,
             write_kubeconfig: args.write_kubeconfig,
+            aws: AwsSimOptions {
+                cluster_name: args.cluster_name,
+                ..AwsSimOptions::default()
+            },
+            kubelet: KubeletSettings {
+                boot_delay: args.boot_delay,
+                ..KubeletSettings::default()
+            },
             ..SimulationOptions::default()
         };
         let simulation = Simulation::new(scenario, options);
