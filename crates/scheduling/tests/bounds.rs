@@ -1,5 +1,5 @@
 //! What a plan costs where hostname anti-affinity rules: the lower bound buys a node for every
-//! pod kept apart.
+//! pod kept apart, and the packer fills those nodes before buying more.
 
 mod common;
 
@@ -56,6 +56,46 @@ fn without_anti_affinity_the_bound_is_the_cpu_and_memory_bound() {
         .provisioner(provisioner("default").with_types(&general_purpose_types()))
         .plan();
     assert_eq!(plan.lower_bound_per_hour, plan.cover_bound_per_hour);
+}
+
+#[test]
+fn other_pods_fill_the_nodes_anti_affinity_forces_before_more_are_bought() {
+    // Small nodes are cheap each, big ones cheap per cpu. Ten pods kept apart are cheapest
+    // on small nodes that each take a worker too; the other workers belong on big nodes.
+    let small = instance("s.large")
+        .vcpus(2)
+        .memory_gib(8)
+        .on_demand(0.03)
+        .build();
+    let big = instance("b.4xlarge")
+        .vcpus(16)
+        .memory_gib(64)
+        .on_demand(0.16)
+        .build();
+    // Self-affinity to a zone keeps the workers out of pattern packing and in one zone.
+    let workers = pod("worker")
+        .cpu("1")
+        .memory("256Mi")
+        .label("app", "worker")
+        .affinity(nodewright_scheduling::labels::ZONE, &[("app", "worker")]);
+    let plan = cluster()
+        .pods(apart("web", "web").cpu("250m").memory("256Mi").times(10))
+        .pods(workers.times(40))
+        .provisioner(provisioner("default").with_types(&[small, big]))
+        .plan();
+    assert!(plan.unschedulable.is_empty());
+    let count = |name: &str| {
+        plan.nodes
+            .iter()
+            .filter(|n| n.instance_type == name)
+            .count()
+    };
+    assert_eq!((count("s.large"), count("b.4xlarge")), (10, 2), "{plan:#?}");
+    assert!(
+        close(plan.total_price_per_hour, 0.62),
+        "{}",
+        plan.total_price_per_hour
+    );
 }
 
 /// Pods of a few shapes, each labelled with one of two apps, some keeping apart from an app.

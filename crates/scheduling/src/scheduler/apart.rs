@@ -5,9 +5,11 @@
 //! each other when one's term selects the other's pods. A set of groups that pairwise keep
 //! apart needs a node per pod, which is what the cost bound counts.
 
-use crate::cost::Apart;
+use crate::cost::{Apart, CoverOption, lower_bound};
 
 use super::model::Model;
+use super::provisioners::score;
+use super::vector::{CPU, MEMORY, ResVec};
 
 /// Whether no two pods of group `g` may share a node.
 pub(crate) fn keeps_itself_apart(model: &Model<'_>, g: usize) -> bool {
@@ -103,4 +105,63 @@ pub(crate) fn constraints(
         }
     }
     out
+}
+
+/// Per provisioner: the cap for machines that pods keeping themselves apart force open: the
+/// type that covers the batch cheapest when every forced node is of that type and the rest
+/// of the demand is bought at the lower bound. `None` when no group keeps itself apart.
+pub(crate) fn caps(model: &Model<'_>, demand: &ResVec) -> Option<Vec<ResVec>> {
+    let apart: Vec<usize> = (0..model.groups.len())
+        .filter(|&g| keeps_itself_apart(model, g))
+        .collect();
+    let forced = apart_sets(model, &apart, |g| model.groups[g].pods.len())
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|&g| model.groups[g].pods.len())
+                .sum::<usize>()
+        })
+        .max()? as f64;
+    let (cpu, memory) = (demand.0[CPU] as f64, demand.0[MEMORY] as f64);
+    let caps = model
+        .provs
+        .iter()
+        .map(|p| {
+            let priced: Vec<(usize, CoverOption)> = (0..p.types.len())
+                .filter_map(|t| {
+                    let ty = &p.types[t];
+                    let price = ty
+                        .offerings
+                        .iter()
+                        .map(|o| score(o.price, ty))
+                        .fold(f64::INFINITY, f64::min);
+                    let option = CoverOption {
+                        price,
+                        cpu: ty.alloc.0[CPU] as f64,
+                        memory: ty.alloc.0[MEMORY] as f64,
+                    };
+                    price.is_finite().then_some((t, option))
+                })
+                .collect();
+            let options: Vec<CoverOption> = priced.iter().map(|(_, o)| *o).collect();
+            priced
+                .iter()
+                .filter(|(t, _)| {
+                    apart
+                        .iter()
+                        .any(|&g| model.groups[g].req.fits(&p.types[*t].alloc))
+                })
+                .filter_map(|(t, o)| {
+                    let rest = lower_bound(
+                        &options,
+                        (cpu - forced * o.cpu).max(0.0),
+                        (memory - forced * o.memory).max(0.0),
+                    )?;
+                    Some((forced * o.price + rest, *t))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)))
+                .map_or(ResVec::UNBOUNDED, |(_, t)| p.types[t].alloc)
+        })
+        .collect();
+    Some(caps)
 }

@@ -14,7 +14,7 @@ use super::place::Reject;
 use super::provisioners::{KeyClass, ProvModel};
 use super::state::{Domain, Machine, NodeKind, NodeState, PackState, machine_domain};
 use super::target::{Rule, Target};
-use super::vector::ResVec;
+use super::vector::{CPU, MEMORY, ResVec};
 
 /// How many pods a node takes and the narrowed requirements a new machine would then have.
 pub(crate) struct Fit {
@@ -167,7 +167,11 @@ impl<'m> PackState<'m> {
                 Some(w) => w,
                 None => (machine.reqs.clone(), machine.candidates.clone()),
             };
-            self.apply_pins(p, &mut reqs, &mut candidates, &node.hostname, group, target)?;
+            let pin = Pinning {
+                hostname: &node.hostname,
+                cap: &machine.cap,
+            };
+            self.apply_pins(p, &mut reqs, &mut candidates, &pin, group, target)?;
             work = Some((reqs, candidates));
         }
         let (candidates, largest) = match &work {
@@ -228,11 +232,21 @@ impl<'m> PackState<'m> {
         target: &Target,
     ) -> Result<bool, Reject> {
         for (key, avoid, pin) in self.pin_keys(group, target) {
+            // An open value always needs a pin; which one (or that none is left) is for
+            // `apply_pins` to find, once, on the node that takes the pods.
+            if machine_domain(p, &machine.reqs, &machine.candidates, hostname, key) == Domain::Open
+            {
+                return Ok(true);
+            }
+            let pinning = Pinning {
+                hostname,
+                cap: &machine.cap,
+            };
             let choice = self.pin_choice(
                 p,
                 &machine.reqs,
                 &machine.candidates,
-                hostname,
+                &pinning,
                 key,
                 avoid,
                 pin,
@@ -250,12 +264,12 @@ impl<'m> PackState<'m> {
         p: &ProvModel,
         reqs: &mut Requirements,
         candidates: &mut Vec<usize>,
-        hostname: &str,
+        pinning: &Pinning<'_>,
         group: &Group,
         target: &Target,
     ) -> Result<(), Reject> {
         for (key, avoid, pin) in self.pin_keys(group, target) {
-            if let Some(choice) = self.pin_choice(p, reqs, candidates, hostname, key, avoid, pin)?
+            if let Some(choice) = self.pin_choice(p, reqs, candidates, pinning, key, avoid, pin)?
                 && !narrow(p, reqs, candidates, key, &ValueSet::one(choice))
             {
                 return Err(Reject::Topology(None));
@@ -272,12 +286,12 @@ impl<'m> PackState<'m> {
         p: &ProvModel,
         reqs: &Requirements,
         candidates: &[usize],
-        hostname: &str,
+        pinning: &Pinning<'_>,
         key: &str,
         avoid: Option<&BTreeSet<String>>,
         pin: Option<&str>,
     ) -> Result<Option<String>, Reject> {
-        let domain = machine_domain(p, reqs, candidates, hostname, key);
+        let domain = machine_domain(p, reqs, candidates, pinning.hostname, key);
         match (domain, pin) {
             (Domain::Known(d), Some(v)) if d == v => Ok(None),
             (Domain::Known(_), Some(_)) | (Domain::Absent, Some(_)) => Err(Reject::Topology(None)),
@@ -287,14 +301,28 @@ impl<'m> PackState<'m> {
             (Domain::Known(_) | Domain::Absent, None) => Ok(None),
             (Domain::Open, Some(v)) => Ok(Some(v.to_string())),
             (Domain::Open, None) => {
-                let options = p
-                    .domain_options(key, reqs, candidates.iter().copied())
-                    .ok_or(Reject::Topology(None))?;
-                options
-                    .into_iter()
-                    .filter(|(v, _)| avoid.is_none_or(|set| !set.contains(v)))
-                    .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
-                    .map(|(v, _)| Some(v))
+                let cheapest = |types: &[usize]| {
+                    p.domain_options(key, reqs, types.iter().copied())?
+                        .into_iter()
+                        .filter(|(v, _)| avoid.is_none_or(|set| !set.contains(v)))
+                        .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+                        .map(|(v, _)| v)
+                };
+                // A capped machine fills up to its cap: price the value by the types that
+                // hold that much, not by the smallest type that holds its first pods.
+                let cap = pinning.cap;
+                let full: Vec<usize> = if *cap == ResVec::UNBOUNDED {
+                    Vec::new()
+                } else {
+                    let holds = |t: usize| {
+                        let alloc = &p.types[t].alloc;
+                        alloc.0[CPU] >= cap.0[CPU] && alloc.0[MEMORY] >= cap.0[MEMORY]
+                    };
+                    candidates.iter().copied().filter(|&t| holds(t)).collect()
+                };
+                cheapest(&full)
+                    .or_else(|| cheapest(candidates))
+                    .map(Some)
                     .ok_or(Reject::Topology(None))
             }
         }
@@ -343,6 +371,13 @@ impl<'m> PackState<'m> {
         }
         Ok(cap)
     }
+}
+
+/// What a machine's pins depend on besides its requirements: its hostname, and its cap
+/// (the size it is expected to fill up to).
+pub(crate) struct Pinning<'a> {
+    pub hostname: &'a str,
+    pub cap: &'a ResVec,
 }
 
 /// Whether `capacity` stays within `headroom` on every resource the provisioner limits.

@@ -6,7 +6,9 @@
 //! new node grow to: unbounded (Karpenter's behaviour: one machine grows while any type still
 //! fits) and capped at each of the types that would cover the batch most cheaply. Smaller caps
 //! keep nodes from drifting onto big types whose spot price is poor; each node is then launched
-//! as the cheapest type that fits what it holds.
+//! as the cheapest type that fits what it holds. Under a cap, the nodes that hostname
+//! anti-affinity forces open ([`apart`]) are opened first, sized on their own, and filled by
+//! the other pods before more nodes are bought ([`strategy`]).
 
 pub(crate) mod apart;
 pub(crate) mod columns;
@@ -18,6 +20,7 @@ pub(crate) mod patterns;
 pub(crate) mod place;
 pub(crate) mod provisioners;
 pub(crate) mod state;
+pub(crate) mod strategy;
 pub(crate) mod target;
 pub(crate) mod vector;
 
@@ -31,7 +34,7 @@ use crate::provisioner::ProvisionerInput;
 use model::Model;
 use place::Stop;
 use state::{NodeKind, PackState};
-use vector::{CPU, MEMORY, PODS, ResVec};
+use strategy::{Strategy, group_order, strategies};
 
 /// How new machines are packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,18 +158,6 @@ fn pinned_first<'m>(
     })
 }
 
-/// One way of packing: a size cap per provisioner and the order groups go in.
-#[derive(Clone)]
-struct Strategy {
-    name: String,
-    caps: Vec<ResVec>,
-    karpenter_order: bool,
-    /// Pods with no topology ties go to pattern packing instead of first fit.
-    patterns: bool,
-    /// Groups whose node requirements pin them to the fewest domains go first.
-    tight_first: bool,
-}
-
 /// How good a packing is, compared lexicographically.
 struct Outcome {
     unplaced: usize,
@@ -206,194 +197,10 @@ fn outcome(state: &PackState<'_>) -> Outcome {
     }
 }
 
-fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec<Strategy> {
-    let unbounded = vec![ResVec::UNBOUNDED; model.provs.len()];
-    if settings.packing == Packing::FirstFitDecreasing {
-        return vec![Strategy {
-            name: "first fit decreasing (Karpenter)".to_string(),
-            caps: unbounded,
-            karpenter_order: true,
-            patterns: false,
-            tight_first: false,
-        }];
-    }
-    let mut out = vec![Strategy {
-        name: "unbounded node size".to_string(),
-        caps: unbounded.clone(),
-        karpenter_order: false,
-        patterns: false,
-        tight_first: false,
-    }];
-    if (0..model.groups.len()).any(|g| is_free(model, g)) {
-        out.push(Strategy {
-            name: "patterns priced by the lower bound".to_string(),
-            caps: unbounded,
-            karpenter_order: false,
-            patterns: true,
-            tight_first: false,
-        });
-    }
-    if model.groups.is_empty() {
-        return out;
-    }
-    let mut demand = ResVec::ZERO;
-    for group in &model.groups {
-        demand = demand.add(&group.req.times(group.pods.len() as i64));
-    }
-    // Per provisioner: types by the cost of covering the whole batch with that type alone.
-    let ranked: Vec<Vec<usize>> = model
-        .provs
-        .iter()
-        .map(|p| {
-            let mut order: Vec<(f64, usize)> = p
-                .types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let nodes = [CPU, MEMORY, PODS]
-                        .iter()
-                        .map(|&d| {
-                            if demand.0[d] <= 0 {
-                                0.0
-                            } else if t.alloc.0[d] <= 0 {
-                                f64::INFINITY
-                            } else {
-                                (demand.0[d] as f64 / t.alloc.0[d] as f64).ceil()
-                            }
-                        })
-                        .fold(0.0, f64::max);
-                    let price = t
-                        .offerings
-                        .iter()
-                        .map(|o| provisioners::score(o.price, t))
-                        .fold(f64::INFINITY, f64::min);
-                    (nodes * price, i)
-                })
-                .collect();
-            order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            let mut seen: Vec<ResVec> = Vec::new();
-            order
-                .into_iter()
-                .map(|(_, i)| i)
-                .filter(|&i| {
-                    let alloc = p.types[i].alloc;
-                    let fresh = !seen.contains(&alloc);
-                    seen.push(alloc);
-                    fresh
-                })
-                .collect()
-        })
-        .collect();
-    for rank in 0..settings.size_strategies {
-        let caps: Vec<ResVec> = model
-            .provs
-            .iter()
-            .zip(&ranked)
-            .map(|(p, order)| {
-                order
-                    .get(rank)
-                    .map_or(ResVec::UNBOUNDED, |&i| p.types[i].alloc)
-            })
-            .collect();
-        if caps.iter().all(|c| *c == ResVec::UNBOUNDED) {
-            break;
-        }
-        let name = model
-            .provs
-            .iter()
-            .zip(&ranked)
-            .filter_map(|(p, order)| order.get(rank).map(|&i| p.types[i].name().to_string()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        out.push(Strategy {
-            name: format!("nodes up to the size of {name}"),
-            caps,
-            karpenter_order: false,
-            patterns: false,
-            tight_first: false,
-        });
-    }
-    out
-}
-
-/// The order groups are packed in: the hardest to place first (one pod per node, then other
-/// topology), each class largest first.
-fn group_order(model: &Model<'_>, strategy: &Strategy) -> Vec<usize> {
-    let reference = strategy
-        .caps
-        .first()
-        .copied()
-        .filter(|c| *c != ResVec::UNBOUNDED)
-        .or_else(|| {
-            model
-                .provs
-                .first()
-                .and_then(|p| p.types.first())
-                .map(|t| t.alloc)
-        })
-        .unwrap_or(ResVec::UNBOUNDED);
-    let share = |req: &ResVec| {
-        [CPU, MEMORY]
-            .iter()
-            .map(|&d| {
-                if reference.0[d] > 0 && reference.0[d] < i64::MAX {
-                    req.0[d] as f64 / reference.0[d] as f64
-                } else {
-                    req.0[d] as f64
-                }
-            })
-            .fold(0.0, f64::max)
-    };
-    let class = |g: usize| {
-        let level = &model.groups[g].levels[0];
-        let topology = &model.topology;
-        let per_node = level
-            .antis
-            .iter()
-            .any(|a| a.self_matching && topology.get(a.group).definition.is_hostname())
-            || level
-                .spreads
-                .iter()
-                .any(|s| topology.get(s.group).definition.is_hostname());
-        if per_node {
-            0
-        } else if !level.spreads.is_empty()
-            || !level.affinities.is_empty()
-            || !level.antis.is_empty()
-        {
-            1
-        } else {
-            2
-        }
-    };
-    let mut order: Vec<usize> = (0..model.groups.len()).collect();
-    if strategy.karpenter_order {
-        order.sort_by(|&a, &b| {
-            let (ra, rb) = (&model.groups[a].req, &model.groups[b].req);
-            rb.0[CPU]
-                .cmp(&ra.0[CPU])
-                .then_with(|| rb.0[MEMORY].cmp(&ra.0[MEMORY]))
-                .then_with(|| a.cmp(&b))
-        });
-    } else {
-        order.sort_by(|&a, &b| {
-            class(a)
-                .cmp(&class(b))
-                .then_with(|| share(&model.groups[b].req).total_cmp(&share(&model.groups[a].req)))
-                .then_with(|| a.cmp(&b))
-        });
-    }
-    if strategy.tight_first {
-        // Stable: within a tightness, the order above.
-        order.sort_by_key(|&g| pinned_domains(model, g).unwrap_or(usize::MAX));
-    }
-    order
-}
-
 /// How many domains the group's required node terms leave it for the non-hostname topology
 /// keys it is counted by or counts by (the fewest over those keys; the widest term decides
 /// within a key). `None` when they leave every such key open.
-fn pinned_domains(model: &Model<'_>, g: usize) -> Option<usize> {
+pub(crate) fn pinned_domains(model: &Model<'_>, g: usize) -> Option<usize> {
     let group = &model.groups[g];
     let level = group.levels.last()?;
     let own = level
@@ -431,6 +238,7 @@ fn pinned_domains(model: &Model<'_>, g: usize) -> Option<usize> {
 /// every pass that placed something, since counts elsewhere may have opened room.
 fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Option<Stop>>) {
     let mut state = PackState::new(model, strategy.caps.clone());
+    state.apart_caps = strategy.apart_caps.clone();
     let mut stops: Vec<Option<Stop>> = vec![None; model.groups.len()];
     let order = group_order(model, strategy);
     let has_topology = |g: usize, level: usize| {
@@ -504,7 +312,7 @@ fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Op
 
 /// Whether a group has nothing tying it to other pods or to particular nodes beyond one node
 /// requirement term: it can be packed by patterns.
-fn is_free(model: &Model<'_>, g: usize) -> bool {
+pub(crate) fn is_free(model: &Model<'_>, g: usize) -> bool {
     let group = &model.groups[g];
     let [level] = group.levels.as_slice() else {
         return false;

@@ -16,7 +16,7 @@ use super::state::{Domain, Machine, NodeKind, NodeState, PackState, domain_of, n
 pub(crate) use super::target::{Rule, Target};
 use super::vector::ResVec;
 
-pub(crate) use super::fit::{Fit, within_limits};
+pub(crate) use super::fit::{Fit, Pinning, within_limits};
 
 /// Hostnames of planned machines: not a valid DNS name, so never equal to a real node's.
 pub(crate) const PLANNED_HOSTNAME_PREFIX: &str = "planned/";
@@ -154,16 +154,23 @@ impl<'m> PackState<'m> {
                 }
             }
             let hostname = format!("{PLANNED_HOSTNAME_PREFIX}{}", self.new_machines);
+            let mut cap = match &self.apart_caps {
+                Some(caps) if super::apart::keeps_itself_apart(model, g) => caps[prov],
+                _ => self.caps[prov],
+            };
+            if !group.req.fits(&cap) {
+                cap = ResVec::UNBOUNDED;
+            }
             let (mut reqs, mut candidates) = (reqs, candidates);
+            let pinning = Pinning {
+                hostname: &hostname,
+                cap: &cap,
+            };
             if let Err(reject) =
-                self.apply_pins(p, &mut reqs, &mut candidates, &hostname, group, target)
+                self.apply_pins(p, &mut reqs, &mut candidates, &pinning, group, target)
             {
                 *refusal = Some(reject);
                 continue;
-            }
-            let mut cap = self.caps[prov];
-            if !group.req.fits(&cap) {
-                cap = ResVec::UNBOUNDED;
             }
             let largest = candidates
                 .iter()

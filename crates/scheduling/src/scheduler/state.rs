@@ -74,6 +74,9 @@ pub(crate) struct PackState<'m> {
     pub reserved: Vec<Resources>,
     /// Per provisioner: the strategy's cap on what one new machine holds.
     pub caps: Vec<ResVec>,
+    /// Per provisioner: the cap on a machine opened for pods that keep themselves apart, when
+    /// the strategy sizes those apart.
+    pub apart_caps: Option<Vec<ResVec>>,
     pub new_machines: usize,
     /// False while only existing and already planned nodes may take pods.
     pub open_new: bool,
@@ -92,6 +95,7 @@ impl<'m> PackState<'m> {
             level: vec![0; model.groups.len()],
             reserved: vec![Resources::default(); model.provs.len()],
             caps,
+            apart_caps: None,
             new_machines: 0,
             open_new: true,
             templates: HashMap::new(),
