@@ -330,12 +330,10 @@ fn launching_hook() -> ControllerHook {
             };
             let instance = parts.cloud.create(&request).await.expect("a launch");
             let nodes: Api<Node> = Api::all(parts.client.clone());
+            let name = instance.hostname.clone().expect("a private DNS name");
             loop {
                 let listed = nodes.list(&ListParams::default()).await.expect("nodes");
-                if listed
-                    .items
-                    .iter()
-                    .any(|n| n.name_any() == instance.instance_id)
+                if listed.items.iter().any(|n| n.name_any() == name)
                 {
                     break;
                 }

@@ -1,7 +1,8 @@
 //! A deterministic, in-process [`CloudProvider`] for controller tests and the simulator.
 //!
 //! It launches the cheapest allowed offering (spot first when allowed, as the AWS provider
-//! does), names instances `i-00000000000000001`, `…2`, … in launch order, and can be told that
+//! does), names instances `i-00000000000000001`, `…2`, … in launch order (their nodes
+//! `ip-192-168-0-4.ec2.internal`, … as EKS names them), and can be told that
 //! offerings have no capacity, that the next calls fail, or that an instance drifted. Offerings
 //! that failed for capacity are held out for the same 3 minutes as on AWS, on the injected clock.
 
@@ -328,8 +329,8 @@ impl FakeCloudProvider {
             capacity: instance_type.capacity.clone(),
             labels: node_labels,
             tags,
-            // The simulated kubelet registers the node under the instance id.
-            hostname: Some(id.clone()),
+            // The simulated kubelet registers the node under this name, as EKS names nodes.
+            hostname: Some(private_dns_name(&self.region, zone, state.next_id)),
         };
         state.instances.insert(id, instance.clone());
         instance
@@ -464,6 +465,27 @@ impl CloudProvider for FakeCloudProvider {
     fn name(&self) -> &'static str {
         "fake"
     }
+}
+
+/// EC2's private DNS name for the `index`th instance in `zone`: an address in the zone's /19 of
+/// 192.168.0.0/16 (eksctl's layout), named `ip-A-B-C-D.ec2.internal` in us-east-1 and
+/// `ip-A-B-C-D.<region>.compute.internal` elsewhere.
+fn private_dns_name(region: &str, zone: &str, index: u64) -> String {
+    let zone_index = zone
+        .bytes()
+        .last()
+        .filter(u8::is_ascii_lowercase)
+        .map_or(0, |letter| u64::from(letter - b'a') % 8);
+    // Hosts 4..=253 of each /24 (EC2 keeps the first four and the last of a subnet).
+    let host = index.saturating_sub(1);
+    let third = zone_index * 32 + (host / 250) % 32;
+    let fourth = host % 250 + 4;
+    let domain = if region == "us-east-1" {
+        "ec2.internal".to_string()
+    } else {
+        format!("{region}.compute.internal")
+    };
+    format!("ip-192-168-{third}-{fourth}.{domain}")
 }
 
 #[cfg(test)]

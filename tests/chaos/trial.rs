@@ -148,7 +148,7 @@ async fn drive(
             workload::scale(&client, name, replicas).await?;
             desired += replicas;
         }
-        let storm = rng.millis(15_000, 35_000);
+        let storm = rng.millis(10_000, 25_000);
         chaos(&mut cluster, shared, rng, storm).await?;
         settle(&cluster, shared, desired).await;
     }

@@ -227,3 +227,22 @@ async fn reclaimed_instances_drop_out_of_list_and_drift_is_reported_as_set() {
     );
     assert_eq!(cloud.is_drifted(&a, &template).await.ok(), Some(None));
 }
+
+#[tokio::test]
+async fn instances_are_named_by_private_dns_as_eks_names_nodes() {
+    let (cloud, _) = provider();
+    let first = cloud.create(&request("m1", &[])).await.ok();
+    let second = cloud.create(&request("m2", &[])).await.ok();
+    assert_eq!(
+        first.and_then(|i| i.hostname).as_deref(),
+        Some("ip-192-168-32-4.test-1.compute.internal")
+    );
+    assert_eq!(
+        second.and_then(|i| i.hostname).as_deref(),
+        Some("ip-192-168-32-5.test-1.compute.internal")
+    );
+    assert_eq!(
+        private_dns_name("us-east-1", "us-east-1a", 251),
+        "ip-192-168-1-4.ec2.internal"
+    );
+}

@@ -298,10 +298,11 @@ async fn record_launch(
     if let Some(provisioner) = &entry.provisioner {
         ctx.metrics.machine_launched(provisioner);
     }
-    // The node's name is known once it registers; until then the instance id stands for it.
+    // The node registers under its private DNS name, as Karpenter's line shows it.
     let hostname = instance
         .labels
         .get(labels::HOSTNAME)
+        .or(instance.hostname.as_ref())
         .cloned()
         .unwrap_or_else(|| instance.instance_id.clone());
     tracing::info!(

@@ -116,9 +116,9 @@ pub(crate) async fn execute(
             let mut done = Vec::new();
             for object in objects {
                 let how = apply(client, object).await?;
-                done.push(format!("{how} {}", object.describe()));
+                done.push((how, object));
             }
-            Ok(done.join(", "))
+            Ok(applied_note(&done))
         }
         Action::Scale {
             namespace,
@@ -154,6 +154,37 @@ pub(crate) async fn execute(
         }
         Action::Until(until) => wait_until(client, clock, poll, until).await,
     }
+}
+
+/// Objects named one by one up to this many; past it, counted by kind (`created 1000 Pods`).
+const NAMED_OBJECTS: usize = 5;
+
+/// What an apply did, for the step's line.
+pub(crate) fn applied_note(done: &[(&str, &ApplyObject)]) -> String {
+    if done.len() <= NAMED_OBJECTS {
+        let named: Vec<String> = done
+            .iter()
+            .map(|(how, object)| format!("{how} {}", object.describe()))
+            .collect();
+        return named.join(", ");
+    }
+    // In order of first appearance, so the line reads like the file.
+    let mut counted: Vec<(&str, &str, usize)> = Vec::new();
+    for (how, object) in done {
+        let kind = object.resource.kind.as_str();
+        match counted.iter_mut().find(|(h, k, _)| h == how && *k == kind) {
+            Some((_, _, count)) => *count += 1,
+            None => counted.push((how, kind, 1)),
+        }
+    }
+    let parts: Vec<String> = counted
+        .iter()
+        .map(|(how, kind, count)| match count {
+            1 => format!("{how} 1 {kind}"),
+            _ => format!("{how} {count} {kind}s"),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// How many times a replace is retried when the object changes under it.

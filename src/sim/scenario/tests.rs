@@ -86,6 +86,46 @@ fn every_step_kind_parses_with_its_defaults() {
 }
 
 #[test]
+fn a_large_apply_is_summed_up_by_kind_in_its_line() {
+    let mut text = String::new();
+    for i in 0..1000 {
+        text += &format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\n");
+    }
+    text += "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+    let dir = dir_with(&[
+        ("many.yaml", &text),
+        (
+            "few.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: only}\n",
+        ),
+    ]);
+    let scenario = Scenario::parse(
+        &dir.join("scenario.yaml"),
+        "steps:\n- apply: many.yaml\n- apply: few.yaml\n",
+    )
+    .expect("a valid scenario");
+    let notes: Vec<String> = scenario
+        .steps
+        .iter()
+        .map(|step| {
+            let Action::Apply(objects) = &step.action else {
+                panic!("expected an apply");
+            };
+            let done: Vec<(&str, &ApplyObject)> =
+                objects.iter().map(|object| ("created", object)).collect();
+            super::steps::applied_note(&done)
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "created 1000 Pods, created 1 Deployment",
+            "created Pod default/only"
+        ]
+    );
+}
+
+#[test]
 fn apply_reads_multi_document_files_lists_and_inline_objects() {
     let dir = dir_with(&[(
         "both.yaml",
