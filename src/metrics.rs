@@ -2,8 +2,15 @@
 //! keep working, plus nodewright's own `nodewright_provisioner_cost_per_hour`. One [`Metrics`]
 //! owns its registry; `/metrics` serves [`Metrics::encode`].
 //!
-//! Counters carry the `_total` suffix DESIGN.md §6 names (`karpenter_nodes_created_total`), as
-//! Karpenter's own counters do from v0.32 on; v0.31 and older exported them without it.
+//! Names, types and labels are v0.31's, which its dashboards query: counters have no `_total`
+//! suffix (`karpenter_nodes_created`) unless Karpenter registered one
+//! (`karpenter_cloudprovider_errors_total`); termination and startup latencies are summaries.
+
+mod nodes;
+mod summary;
+
+pub use nodes::{NodeMetrics, NodeResources};
+pub use summary::SummaryVec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -23,8 +30,6 @@ use crate::sync::lock;
 
 /// Why a machine was created (`karpenter_machines_created{reason}`).
 pub const REASON_PROVISIONING: &str = "provisioning";
-/// A replacement launched for a disruption.
-pub const REASON_DEPROVISIONING: &str = "deprovisioning";
 
 /// `karpenter_cloudprovider_errors_total{error}` values, as Karpenter names them.
 pub const ERROR_INSUFFICIENT_CAPACITY: &str = "InsufficientCapacityError";
@@ -45,14 +50,15 @@ pub enum MetricsError {
     Utf8(#[from] std::string::FromUtf8Error),
 }
 
-/// The labels of one `karpenter_pods_state` series: the pods of one namespace in one phase,
-/// on nodes alike (provisioner, zone, arch, capacity type, instance type; all empty while
-/// unbound). Karpenter exports one series per pod, with its name, owner and node besides; at
-/// 30,000 pods that alone would outweigh the cache, so pods alike are counted in one series.
+/// The labels of one `karpenter_pods_state` series: the pods of one namespace in one phase on
+/// one node (its name, provisioner, zone, arch, capacity type, instance type; all empty while
+/// unbound). Karpenter exports one series per pod, with its name and owner besides; at 30,000
+/// pods that alone would outweigh the cache, so the pods of a node alike share one series.
 /// `sum` over it gives what summing Karpenter's does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodStateLabels {
     pub namespace: String,
+    pub node: String,
     pub provisioner: String,
     pub zone: String,
     pub arch: String,
@@ -62,9 +68,10 @@ pub struct PodStateLabels {
 }
 
 impl PodStateLabels {
-    fn values(&self) -> [&str; 7] {
+    fn values(&self) -> [&str; 8] {
         [
             &self.namespace,
+            &self.node,
             &self.provisioner,
             &self.zone,
             &self.arch,
@@ -75,8 +82,9 @@ impl PodStateLabels {
     }
 }
 
-const POD_STATE_LABELS: [&str; 7] = [
+const POD_STATE_LABELS: [&str; 8] = [
     "namespace",
+    "node",
     "provisioner",
     "zone",
     "arch",
@@ -107,6 +115,10 @@ pub struct Metrics {
     pods_evicted: IntCounterVec,
     controller_errors: IntCounterVec,
     disruption: DisruptionMetrics,
+    nodes: NodeMetrics,
+    termination_time: SummaryVec,
+    pods_startup_time: SummaryVec,
+    simulation_duration: Histogram,
     /// The `karpenter_pods_state` series last set, so those no pod matches any more go.
     pod_series: Mutex<BTreeSet<PodStateLabels>>,
     /// Resource types with a limit or usage series, by provisioner, so they can be removed.
@@ -128,6 +140,7 @@ impl Metrics {
         };
         let by_provisioner = &["provisioner"];
         let by_reason = &["reason", "provisioner"];
+        let by_pool = &["nodepool", "provisioner"];
         let by_resource = &["provisioner", "resource_type"];
         let scheduling_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -146,39 +159,64 @@ impl Metrics {
             &["controller", "method", "provider"],
         )?;
         registry.register(Box::new(cloudprovider_duration.clone()))?;
+        let simulation_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "karpenter_provisioner_scheduling_simulation_duration_seconds",
+                "Seconds one packing of pending pods onto existing and new nodes took.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(simulation_duration.clone()))?;
+        let summary = |name: &str, help: &str, labels: &[&str]| {
+            let metric = SummaryVec::new(name, help, labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
         Ok(Metrics {
-            nodes_created: counter(
-                "karpenter_nodes_created_total",
-                "Nodes launched, by the provisioner they belong to.",
+            nodes: NodeMetrics::register(&registry)?,
+            termination_time: summary(
+                "karpenter_nodes_termination_time_seconds",
+                "Seconds from a node's deletion to its finalizer's removal, by provisioner.",
                 by_provisioner,
             )?,
+            pods_startup_time: summary(
+                "karpenter_pods_startup_time_seconds",
+                "Seconds from a pod being seen pending to it running.",
+                &[],
+            )?,
+            simulation_duration,
+            nodes_created: counter(
+                "karpenter_nodes_created",
+                "Nodes registered for machines, by node pool (empty for provisioners) and provisioner.",
+                by_pool,
+            )?,
             nodes_terminated: counter(
-                "karpenter_nodes_terminated_total",
-                "Nodes removed, by why (emptiness, expiration, consolidation, drift, interruption, …) and their provisioner.",
-                by_reason,
+                "karpenter_nodes_terminated",
+                "Nodes whose termination finalizer was removed, by node pool (empty for provisioners) and provisioner.",
+                by_pool,
             )?,
             machines_created: counter(
-                "karpenter_machines_created_total",
+                "karpenter_machines_created",
                 "Machines recorded for launch, by why (provisioning or a disruption's replacement) and their provisioner.",
                 by_reason,
             )?,
             machines_terminated: counter(
-                "karpenter_machines_terminated_total",
+                "karpenter_machines_terminated",
                 "Machines deleted, by why and their provisioner.",
                 by_reason,
             )?,
             machines_launched: counter(
-                "karpenter_machines_launched_total",
+                "karpenter_machines_launched",
                 "Machines whose instance the cloud provider launched, by provisioner.",
                 by_provisioner,
             )?,
             machines_registered: counter(
-                "karpenter_machines_registered_total",
+                "karpenter_machines_registered",
                 "Machines whose node joined the cluster, by provisioner.",
                 by_provisioner,
             )?,
             machines_initialized: counter(
-                "karpenter_machines_initialized_total",
+                "karpenter_machines_initialized",
                 "Machines whose node became ready for pods, by provisioner.",
                 by_provisioner,
             )?,
@@ -213,7 +251,7 @@ impl Metrics {
                 &["provisioner", "capacity_type"],
             )?,
             pods_evicted: counter(
-                "karpenter_pods_evicted_total",
+                "nodewright_pods_evicted_total",
                 "Pods evicted from nodes being terminated.",
                 &[],
             )?,
@@ -262,17 +300,32 @@ impl Metrics {
     }
 
     pub fn node_created(&self, provisioner: &str) {
-        self.nodes_created.with_label_values(&[provisioner]).inc();
-    }
-
-    /// A node was removed; `reason` says why (`emptiness`, `consolidation`, `drift`, …).
-    pub fn node_terminated(&self, reason: &str, provisioner: &str) {
-        self.nodes_terminated
-            .with_label_values(&[reason, provisioner])
+        self.nodes_created
+            .with_label_values(&["", provisioner])
             .inc();
     }
 
-    /// A machine was created; `reason` is [`REASON_PROVISIONING`] or [`REASON_DEPROVISIONING`].
+    /// A node's finalizer was removed `took` after its deletion.
+    pub fn node_terminated(&self, provisioner: &str, took: Duration) {
+        self.nodes_terminated
+            .with_label_values(&["", provisioner])
+            .inc();
+        self.termination_time
+            .observe(&[provisioner], took.as_secs_f64());
+    }
+
+    /// A pod seen pending runs `took` later.
+    pub fn pod_started(&self, took: Duration) {
+        self.pods_startup_time.observe(&[], took.as_secs_f64());
+    }
+
+    /// Every node's resource gauges.
+    pub fn set_node_resources(&self, nodes: &[NodeResources]) {
+        self.nodes.set(nodes);
+    }
+
+    /// A machine was created; `reason` is [`REASON_PROVISIONING`] or a disruption's
+    /// `<deprovisioner>/replace`.
     pub fn machine_created(&self, reason: &str, provisioner: &str) {
         self.machines_created
             .with_label_values(&[reason, provisioner])
@@ -304,9 +357,10 @@ impl Metrics {
             .inc();
     }
 
-    /// How long one scheduling decision took.
+    /// How long one scheduling decision took (for us, the packing is the whole decision).
     pub fn observe_scheduling(&self, took: Duration) {
         self.scheduling_duration.observe(took.as_secs_f64());
+        self.simulation_duration.observe(took.as_secs_f64());
     }
 
     /// One cloud provider call: its duration and, when it failed, its error.
@@ -487,8 +541,8 @@ impl DisruptionMetrics {
     fn register(registry: &Registry) -> Result<DisruptionMetrics, prometheus::Error> {
         let actions = IntCounterVec::new(
             Opts::new(
-                "karpenter_deprovisioning_actions_performed_total",
-                "Disruption actions taken, by action (delete, replace) and deprovisioner (consolidation, expiration, drift).",
+                "karpenter_deprovisioning_actions_performed",
+                "Disruption actions taken, by action (`<deprovisioner>/delete`, `<deprovisioner>/replace`) and deprovisioner (consolidation, expiration, drift, emptiness).",
             ),
             &["action", "deprovisioner"],
         )?;
@@ -501,9 +555,10 @@ impl DisruptionMetrics {
         Ok(DisruptionMetrics { actions, savings })
     }
 
+    /// `action` is `delete` or `replace`; the label is `<deprovisioner>/<action>`, as v0.31's.
     pub fn action_performed(&self, action: &str, deprovisioner: &str) {
         self.actions
-            .with_label_values(&[action, deprovisioner])
+            .with_label_values(&[&format!("{deprovisioner}/{action}"), deprovisioner])
             .inc();
     }
 

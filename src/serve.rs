@@ -230,7 +230,8 @@ mod tests {
             reply
                 .body
                 .lines()
-                .any(|line| line == "karpenter_nodes_created_total{provisioner=\"default\"} 1"),
+                .any(|line| line
+                    == "karpenter_nodes_created{nodepool=\"\",provisioner=\"default\"} 1"),
             "the counter is exported:\n{}",
             reply.body
         );

@@ -115,17 +115,13 @@ async fn four_one_cpu_pods_get_one_spot_node_and_run() {
     assert_eq!(
         support::metric_value(
             &text,
-            "karpenter_machines_created_total",
+            "karpenter_machines_created",
             "provisioner=\"default\""
         ),
         Some(1.0)
     );
     assert_eq!(
-        support::metric_value(
-            &text,
-            "karpenter_nodes_created_total",
-            "provisioner=\"default\""
-        ),
+        support::metric_value(&text, "karpenter_nodes_created", "provisioner=\"default\""),
         Some(1.0)
     );
     controller.stop().await;

@@ -204,8 +204,8 @@ async fn an_oversized_node_is_replaced_with_a_cheaper_type_when_load_shrinks() {
     let replaced = sim
         .metric(
             &controller.metrics,
-            "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"consolidation\"",
+            "karpenter_deprovisioning_actions_performed",
+            "action=\"consolidation/replace\",deprovisioner=\"consolidation\"",
         )
         .await;
     assert_eq!(replaced, 1.0);
@@ -221,8 +221,8 @@ async fn an_oversized_node_is_replaced_with_a_cheaper_type_when_load_shrinks() {
     let terminated = sim
         .metric(
             &controller.metrics,
-            "karpenter_nodes_terminated_total",
-            "reason=\"consolidation\"",
+            "karpenter_nodes_terminated",
+            "provisioner=\"default\"",
         )
         .await;
     assert_eq!(terminated, 1.0);
@@ -433,8 +433,8 @@ async fn an_expired_node_is_replaced_without_losing_a_pod() {
     let replaced = sim
         .metric(
             &controller.metrics,
-            "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"expiration\"",
+            "karpenter_deprovisioning_actions_performed",
+            "action=\"expiration/replace\",deprovisioner=\"expiration\"",
         )
         .await;
     assert_eq!(replaced, 1.0);
@@ -481,8 +481,8 @@ async fn a_node_drifts_when_its_provisioner_labels_change() {
     let replaced = sim
         .metric(
             &controller.metrics,
-            "karpenter_deprovisioning_actions_performed_total",
-            "action=\"replace\",deprovisioner=\"drift\"",
+            "karpenter_deprovisioning_actions_performed",
+            "action=\"drift/replace\",deprovisioner=\"drift\"",
         )
         .await;
     assert_eq!(replaced, 1.0);

@@ -193,12 +193,12 @@ async fn a_spot_interruption_replaces_the_node_before_draining_and_terminating_i
         counted(
             &sim,
             &controller,
-            r#"karpenter_nodes_terminated_total{provisioner="default",reason="interruption"}"#
+            r#"karpenter_nodes_terminated{nodepool="",provisioner="default"}"#
         )
         .await,
         1.0
     );
-    assert_eq!(controller.sample("karpenter_pods_evicted_total"), 3.0);
+    assert_eq!(controller.sample("nodewright_pods_evicted_total"), 3.0);
     sim.eventually("the message is deleted", || async {
         (queue.left().await == 0).then_some(())
     })

@@ -333,8 +333,7 @@ fn launching_hook() -> ControllerHook {
             let name = instance.hostname.clone().expect("a private DNS name");
             loop {
                 let listed = nodes.list(&ListParams::default()).await.expect("nodes");
-                if listed.items.iter().any(|n| n.name_any() == name)
-                {
+                if listed.items.iter().any(|n| n.name_any() == name) {
                     break;
                 }
                 tokio::select! {

@@ -92,3 +92,100 @@ fn a_missing_scenario_file_is_bad_input() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no-such-scenario.yaml"), "{stderr}");
 }
+
+/// Metric names a PromQL expression reads (`karpenter_…`, `nodewright_…`), with a histogram's or
+/// summary's `_bucket`/`_sum`/`_count` kept: those are the series `/metrics` must carry.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = ["karpenter_", "nodewright_"]
+        .iter()
+        .filter_map(|prefix| rest.find(prefix))
+        .min()
+    {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// What Karpenter v0.31's capacity and performance dashboards read (from their JSON), less the
+/// controller-runtime and node-exporter series that are not Karpenter's own.
+const KARPENTER_V031_DASHBOARD_METRICS: [&str; 11] = [
+    "karpenter_deprovisioning_actions_performed",
+    "karpenter_nodes_created",
+    "karpenter_nodes_terminated",
+    "karpenter_pods_state",
+    "karpenter_provisioner_usage",
+    "karpenter_provisioner_limit",
+    "karpenter_nodes_allocatable",
+    "karpenter_nodes_total_daemon_requests",
+    "karpenter_nodes_total_pod_requests",
+    "karpenter_nodes_termination_time_seconds",
+    "karpenter_pods_startup_time_seconds",
+];
+
+#[test]
+fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutorial() {
+    // The tutorial, then two pods again, so nodes and pods are live when the metrics are read.
+    let dir = std::env::temp_dir().join(format!("nodewright-dashboards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
+    let scenario = dir.join("scenario.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "steps:\n  - apply: {tutorial}/provisioner.yaml\n  - apply: {tutorial}/deployment.yaml\n\
+             \x20 - scale: {{deployment: inflate, namespace: default, replicas: 4}}\n\
+             \x20 - until: {{podsRunning: 4, timeout: 5m}}\n\
+             \x20 - scale: {{deployment: inflate, namespace: default, replicas: 0}}\n\
+             \x20 - until: {{managedNodes: 0, timeout: 5m}}\n\
+             \x20 - scale: {{deployment: inflate, namespace: default, replicas: 2}}\n\
+             \x20 - until: {{podsRunning: 2, timeout: 5m}}\n"
+        ),
+    )
+    .expect("the scenario is written");
+    let metrics_file = dir.join("metrics.txt");
+    let (code, stdout, stderr) = simulate(&[
+        scenario.to_str().expect("a UTF-8 path"),
+        "--metrics",
+        metrics_file.to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let served = std::fs::read_to_string(&metrics_file).expect("the metrics file");
+    let mut wanted: Vec<(String, String)> = KARPENTER_V031_DASHBOARD_METRICS
+        .iter()
+        .map(|name| ("Karpenter v0.31".to_string(), name.to_string()))
+        .collect();
+    let dashboards = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/nodewright/dashboards");
+    for entry in std::fs::read_dir(dashboards).expect("the dashboards directory") {
+        let path = entry.expect("a dashboard").path();
+        let text = std::fs::read_to_string(&path).expect("a readable dashboard");
+        let dashboard: Value = serde_json::from_str(&text).expect("a JSON dashboard");
+        let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+        assert!(!panels.is_empty(), "{} has no panels", path.display());
+        for panel in panels {
+            for target in panel["targets"].as_array().cloned().unwrap_or_default() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for name in metric_names(expr) {
+                    wanted.push((path.display().to_string(), name));
+                }
+            }
+        }
+    }
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(_, name)| {
+            !served.lines().any(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+        })
+        .map(|(from, name)| format!("{name} (read by {from})"))
+        .collect();
+    assert!(missing.is_empty(), "not served: {missing:?}\n{served}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use tracing_subscriber::EnvFilter;
@@ -13,7 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::sim::kubelet::KubeletSettings;
 use crate::sim::scenario::{
     AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation,
-    SimulationOptions, controller_hook_binding_pods, log_layer,
+    SimulationOptions, controller_hook_with, log_layer,
 };
 
 #[derive(Debug, Args)]
@@ -50,6 +51,9 @@ pub struct SimulateArgs {
     /// separately started controller tags its instances with its own `CLUSTER_NAME`).
     #[arg(long, env = "CLUSTER_NAME", default_value = "nodewright-sim")]
     pub cluster_name: String,
+    /// Write what the controller's `/metrics` serves at the end of the run to this file.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
     /// Simulated time from an instance running to its node registering.
     #[arg(long, default_value = "30s", value_parser = crate::settings::parse_duration)]
     pub boot_delay: std::time::Duration,
@@ -105,10 +109,30 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             .with(log_layer(simulation.clock(), args.output))
             .with(filter)
             .try_init();
-        let hook = (!args.no_controller).then(|| controller_hook_binding_pods(args.bind_pods));
+        let metrics = match crate::metrics::Metrics::new() {
+            Ok(metrics) => Arc::new(metrics),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let hook =
+            (!args.no_controller).then(|| controller_hook_with(metrics.clone(), args.bind_pods));
         let mut stdout = std::io::stdout();
         match simulation.run(hook, &mut stdout).await {
-            Ok(report) => ExitCode::from(report.exit_code()),
+            Ok(report) => {
+                if let Some(path) = &args.metrics {
+                    let written = metrics
+                        .encode()
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+                    if let Err(error) = written {
+                        eprintln!("error: cannot write {}: {error}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                ExitCode::from(report.exit_code())
+            }
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::FAILURE

@@ -209,6 +209,10 @@ async fn act(
                     if let Some(deleting) = either.left() {
                         ctx.state.apply(&deleting);
                     }
+                    // v0.31 counts ttlSecondsAfterEmpty as its `emptiness` deprovisioner's.
+                    ctx.metrics
+                        .disruption()
+                        .action_performed("delete", "emptiness");
                     Ok(())
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -356,7 +356,14 @@ async fn terminate(ctx: &Context, node: &NodeEntry, machine: Option<&Machine>) -
         .as_ref()
         .and_then(|a| a.get(TERMINATION_REASON_ANNOTATION).cloned())
         .unwrap_or_else(|| "deleted".to_string());
-    ctx.metrics.node_terminated(&reason, &provisioner);
-    tracing::info!(node = %name, "Deleted node");
+    let took = node
+        .node
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|deleted| ctx.clock.now().duration_since(deleted.0.into()).ok())
+        .unwrap_or_default();
+    ctx.metrics.node_terminated(&provisioner, took);
+    tracing::info!(node = %name, %reason, "Deleted node");
     Ok(None)
 }

@@ -22,36 +22,48 @@ fn counters_appear_with_karpenters_names_and_labels() {
     let m = metrics();
     m.node_created("default");
     m.node_created("default");
-    m.node_terminated("emptiness", "default");
+    m.node_terminated("default", Duration::from_secs(12));
     m.machine_created(REASON_PROVISIONING, "default");
     m.machine_terminated("emptiness", "default");
     m.machine_launched("default");
     m.machine_registered("default");
     m.machine_initialized("default");
     let text = m.encode().expect("encodes");
-    assert!(text.contains("# TYPE karpenter_nodes_created_total counter"));
+    // v0.31's names: no `_total` suffix on its counters.
+    assert!(text.contains("# TYPE karpenter_nodes_created counter"));
     assert_eq!(
         line_with(
             &text,
-            "karpenter_nodes_created_total",
+            "karpenter_nodes_created",
             &[r#"provisioner="default""#]
         ),
-        Some(r#"karpenter_nodes_created_total{provisioner="default"} 2"#)
+        Some(r#"karpenter_nodes_created{nodepool="",provisioner="default"} 2"#)
+    );
+    assert!(text.contains("# TYPE karpenter_nodes_termination_time_seconds summary"));
+    assert_eq!(
+        line_with(
+            &text,
+            "karpenter_nodes_termination_time_seconds",
+            &[r#"quantile="0.5""#]
+        ),
+        Some(
+            r#"karpenter_nodes_termination_time_seconds{provisioner="default",quantile="0.5"} 12"#
+        )
     );
     assert!(
         line_with(
             &text,
-            "karpenter_machines_created_total",
+            "karpenter_machines_created",
             &[r#"reason="provisioning""#, r#"provisioner="default""#]
         )
         .is_some()
     );
     for name in [
-        "karpenter_nodes_terminated_total",
-        "karpenter_machines_terminated_total",
-        "karpenter_machines_launched_total",
-        "karpenter_machines_registered_total",
-        "karpenter_machines_initialized_total",
+        "karpenter_nodes_terminated",
+        "karpenter_machines_terminated",
+        "karpenter_machines_launched",
+        "karpenter_machines_registered",
+        "karpenter_machines_initialized",
     ] {
         assert!(
             line_with(&text, name, &[r#"provisioner="default""#]).is_some(),
@@ -183,4 +195,53 @@ fn provisioner_gauges_are_in_kubernetes_units_and_forgotten_with_the_provisioner
     m.forget_provisioner("default");
     let text = m.encode().expect("encodes");
     assert!(!text.contains(r#"provisioner="default""#), "{text}");
+}
+
+#[test]
+fn node_gauges_carry_the_nodes_labels_and_drop_gone_nodes() {
+    let m = metrics();
+    let node = NodeResources {
+        name: "ip-192-168-0-4.ec2.internal".into(),
+        labels: [
+            (labels::PROVISIONER_NAME.to_string(), "default".to_string()),
+            (labels::CAPACITY_TYPE.to_string(), "spot".to_string()),
+            (
+                "karpenter.k8s.aws/instance-family".to_string(),
+                "m5".to_string(),
+            ),
+        ]
+        .into(),
+        allocatable: Resources::default().with("cpu", 1930).with("pods", 29),
+        capacity: Resources::default().with("cpu", 2000).with("pods", 29),
+        pod_requests: Resources::default().with("cpu", 1500),
+        daemon_requests: Resources::default().with("cpu", 100),
+        ..NodeResources::default()
+    };
+    m.set_node_resources(std::slice::from_ref(&node));
+    let text = m.encode().expect("encodes");
+    let cpu = [
+        r#"resource_type="cpu""#,
+        r#"node_name="ip-192-168-0-4.ec2.internal""#,
+    ];
+    let allocatable = line_with(&text, "karpenter_nodes_allocatable", &cpu).unwrap_or_default();
+    assert!(allocatable.ends_with(" 1.93"), "{allocatable}");
+    for label in [
+        r#"provisioner="default""#,
+        r#"capacity_type="spot""#,
+        r#"instance_family="m5""#,
+        r#"zone="""#,
+    ] {
+        assert!(allocatable.contains(label), "{label} in {allocatable}");
+    }
+    for (name, value) in [
+        ("karpenter_nodes_total_pod_requests", " 1.5"),
+        ("karpenter_nodes_total_daemon_requests", " 0.1"),
+        ("karpenter_nodes_system_overhead", " 0.07"),
+    ] {
+        let line = line_with(&text, name, &cpu).unwrap_or_default();
+        assert!(line.ends_with(value), "{name}: {line}");
+    }
+    m.set_node_resources(&[]);
+    let text = m.encode().expect("encodes");
+    assert!(!text.contains("ip-192-168-0-4"), "{text}");
 }

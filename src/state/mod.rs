@@ -58,6 +58,8 @@ pub struct PodEntry {
     pub deletion_deadline: Option<SystemTime>,
     /// Owned by a DaemonSet: placed by its controller on every node.
     pub daemon: bool,
+    /// The sum of its containers' limits (for `karpenter_nodes_total_*_limits`).
+    pub limits: Resources,
     /// A static pod's mirror (owned by a Node).
     pub mirror: bool,
     /// `karpenter.sh/do-not-evict: "true"`.
@@ -401,6 +403,23 @@ fn read_taints(
         .unwrap_or_default()
 }
 
+/// What a pod's app containers may use at most; unparsable limits count as none (the pod's
+/// requests, which scheduling needs, are checked where it is converted).
+fn container_limits(pod: &k8s::Pod) -> Resources {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or(&[]);
+    let mut total = Resources::default();
+    for container in containers {
+        if let Some(limits) = container.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+            total += &convert::pod::quantities(limits).unwrap_or_default();
+        }
+    }
+    total
+}
+
 fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry {
     let meta = &pod.metadata;
     let owners = meta.owner_references.as_deref().unwrap_or(&[]);
@@ -440,6 +459,7 @@ fn pod_entry(pod: &k8s::Pod, core: Pod, strings: &mut Interner<str>) -> PodEntry
             .as_ref()
             .map(|t| SystemTime::from(t.0)),
         daemon: owned_by("DaemonSet"),
+        limits: container_limits(pod),
         mirror: owned_by("Node")
             || annotations.is_some_and(|a| a.contains_key(shrink::MIRROR_POD_ANNOTATION)),
         do_not_evict: annotations

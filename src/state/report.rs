@@ -5,12 +5,54 @@ use std::collections::{BTreeMap, HashMap};
 
 use nodewright_scheduling::instance_type::{CapacityType, InstanceType};
 use nodewright_scheduling::labels;
+use nodewright_scheduling::resources::Resources;
 
 use super::ClusterState;
 use super::views::InstanceTypesByProvisioner;
-use crate::metrics::PodStateLabels;
+use crate::metrics::{NodeResources, PodStateLabels};
 
 impl ClusterState {
+    /// Every node's allocatable and capacity with the requests and limits of its pods, daemon
+    /// pods apart (Karpenter's per-node gauges).
+    pub fn node_resources(&self) -> Vec<NodeResources> {
+        self.nodes()
+            .map(|entry| {
+                let mut resources = NodeResources {
+                    name: entry.core.name.clone(),
+                    labels: entry.core.labels.clone(),
+                    phase: entry
+                        .node
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default(),
+                    allocatable: entry.core.allocatable.clone(),
+                    capacity: if entry.core.capacity == Resources::default() {
+                        entry.core.allocatable.clone()
+                    } else {
+                        entry.core.capacity.clone()
+                    },
+                    ..NodeResources::default()
+                };
+                for pod in self.pods_on_node(&entry.core.name) {
+                    // The pod slot is not a container request: Karpenter leaves it out.
+                    let requests = Resources {
+                        pods: 0,
+                        ..pod.pod.requests.clone()
+                    };
+                    let (requested, limited) = if pod.daemon {
+                        (&mut resources.daemon_requests, &mut resources.daemon_limits)
+                    } else {
+                        (&mut resources.pod_requests, &mut resources.pod_limits)
+                    };
+                    *requested += &requests;
+                    *limited += &pod.limits;
+                }
+                resources
+            })
+            .collect()
+    }
+
     /// The number of pods of each `karpenter_pods_state` series: by namespace and phase, and by
     /// their node's provisioner, zone, arch, capacity type and instance type (empty while a pod
     /// is unbound or its node unknown).
@@ -23,8 +65,9 @@ impl ClusterState {
             labels::INSTANCE_TYPE,
         ];
         // Counted by borrowed values first: only one label set per series is copied.
-        let mut counts: HashMap<(&str, [&str; 5], &str), u64> = HashMap::new();
+        let mut counts: HashMap<(&str, &str, [&str; 5], &str), u64> = HashMap::new();
         for entry in self.pods.values() {
+            let node = entry.node_name.as_deref().unwrap_or_default();
             let node_labels = entry
                 .node_name
                 .as_deref()
@@ -36,18 +79,24 @@ impl ClusterState {
                     .map_or("", String::as_str)
             });
             *counts
-                .entry((entry.pod.namespace.as_str(), on_node, &*entry.phase))
+                .entry((entry.pod.namespace.as_str(), node, on_node, &*entry.phase))
                 .or_default() += 1;
         }
         counts
             .into_iter()
             .map(
                 |(
-                    (namespace, [provisioner, zone, arch, capacity_type, instance_type], phase),
+                    (
+                        namespace,
+                        node,
+                        [provisioner, zone, arch, capacity_type, instance_type],
+                        phase,
+                    ),
                     count,
                 )| {
                     let labels = PodStateLabels {
                         namespace: namespace.to_string(),
+                        node: node.to_string(),
                         provisioner: provisioner.to_string(),
                         zone: zone.to_string(),
                         arch: arch.to_string(),

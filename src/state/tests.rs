@@ -567,6 +567,7 @@ fn pods_are_counted_by_namespace_phase_and_the_kind_of_node_they_run_on() {
     assert_eq!(counts.len(), 2, "{counts:?}");
     let running = PodStateLabels {
         namespace: "default".into(),
+        node: "n1".into(),
         provisioner: "default".into(),
         zone: "us-east-1a".into(),
         arch: "amd64".into(),
@@ -581,6 +582,36 @@ fn pods_are_counted_by_namespace_phase_and_the_kind_of_node_they_run_on() {
         ..PodStateLabels::default()
     };
     assert_eq!(counts.get(&pending), Some(&1), "{counts:?}");
+}
+
+#[test]
+fn node_resources_split_daemon_pods_from_the_rest_and_sum_limits() {
+    let mut state = ClusterState::new();
+    state
+        .apply_node(&from_json(labelled_node("n1", "m5.xlarge", "on-demand")))
+        .expect("applies");
+    let mut limited = owned_by(bound_to(pod("web", "500m"), "n1"), "ReplicaSet", "web-abc");
+    limited["spec"]["containers"][0]["resources"]["limits"] = json!({"cpu": "2", "memory": "2Gi"});
+    apply_pod(&mut state, limited);
+    apply_pod(
+        &mut state,
+        owned_by(bound_to(pod("agent", "100m"), "n1"), "DaemonSet", "agent"),
+    );
+    apply_pod(&mut state, pod("pending", "1"));
+    let nodes = state.node_resources();
+    assert_eq!(nodes.len(), 1);
+    let n1 = &nodes[0];
+    assert_eq!(n1.name, "n1");
+    assert_eq!(n1.pod_requests.cpu_millis, 500);
+    assert_eq!(n1.pod_requests.pods, 0, "the pod slot is not a request");
+    assert_eq!(n1.pod_limits.cpu_millis, 2000);
+    assert_eq!(n1.pod_limits.memory_bytes, 2 << 30);
+    assert_eq!(n1.daemon_requests.cpu_millis, 100);
+    assert_eq!(n1.daemon_limits, Resources::default());
+    assert_eq!(
+        n1.labels.get(labels::INSTANCE_TYPE).map(String::as_str),
+        Some("m5.xlarge")
+    );
 }
 
 #[test]

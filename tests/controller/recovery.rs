@@ -185,7 +185,7 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_stops() {
     assert_eq!(
         support::metric_value(
             &standby.metrics.encode().expect("metrics"),
-            "karpenter_machines_created_total",
+            "karpenter_machines_created",
             "provisioner"
         ),
         None,
@@ -202,7 +202,7 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over_when_it_stops() {
     sim.running_pods(4).await;
     let created = support::metric_value(
         &standby.metrics.encode().expect("metrics"),
-        "karpenter_machines_created_total",
+        "karpenter_machines_created",
         "provisioner=\"default\"",
     );
     assert!(
@@ -238,7 +238,7 @@ async fn an_instance_launched_behind_the_controllers_back_is_collected() {
     let collected = sim
         .metric(
             &controller.metrics,
-            "karpenter_machines_terminated_total",
+            "karpenter_machines_terminated",
             "reason=\"garbage_collection\"",
         )
         .await;
@@ -375,7 +375,7 @@ async fn a_machine_that_can_never_launch_is_deleted_at_once_and_its_pods_launch_
     let terminated = sim
         .metric(
             &controller.metrics,
-            "karpenter_machines_terminated_total",
+            "karpenter_machines_terminated",
             "reason=\"launch_failed\"",
         )
         .await;

@@ -75,8 +75,8 @@ async fn an_empty_node_is_cordoned_drained_terminated_and_removed_after_its_ttl(
     let terminated = sim
         .metric(
             &controller.metrics,
-            "karpenter_nodes_terminated_total",
-            "reason=\"emptiness\"",
+            "karpenter_nodes_terminated",
+            "provisioner=\"default\"",
         )
         .await;
     assert_eq!(terminated, 1.0);

@@ -89,14 +89,20 @@ impl Kubelet {
         self.kubelets.sync().await.expect("a kubelet pass")
     }
 
-    /// Launches an instance and lets its node register.
+    /// Launches an instance and lets its node register: the node's name.
     async fn booted(&mut self, machine: &str) -> String {
+        self.booted_instance(machine).await.0
+    }
+
+    /// [`Kubelet::booted`], with the instance id.
+    async fn booted_instance(&mut self, machine: &str) -> (String, String) {
         let instance = launch(&self.cloud, machine).await;
         self.sync().await;
         self.clock.advance(BOOT_DELAY);
         let report = self.sync().await;
-        assert_eq!(report.registered, vec![instance.instance_id.clone()]);
-        instance.instance_id
+        let name = instance.hostname.clone().expect("a private DNS name");
+        assert_eq!(report.registered, vec![name.clone()]);
+        (name, instance.instance_id)
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -141,13 +147,13 @@ async fn running_instance_registers_a_ready_node_after_the_boot_delay() {
             .is_empty()
     );
     sim.clock.advance(Duration::from_secs(1));
-    assert_eq!(
-        sim.sync().await.registered,
-        vec![instance.instance_id.clone()]
-    );
+    // Named by its private DNS name, as EKS names nodes.
+    let name = instance.hostname.clone().expect("a private DNS name");
+    assert!(name.starts_with("ip-192-168-"), "{name}");
+    assert_eq!(sim.sync().await.registered, vec![name.clone()]);
     assert_eq!(sim.sync().await, SyncReport::default(), "registered once");
 
-    let node = nodes.get(&instance.instance_id).await.expect("the node");
+    let node = nodes.get(&name).await.expect("the node");
     let spec = node.spec.clone().unwrap_or_default();
     assert_eq!(
         spec.provider_id.as_deref(),
@@ -162,10 +168,7 @@ async fn running_instance_registers_a_ready_node_after_the_boot_delay() {
         node_labels.get(labels::ZONE).map(String::as_str),
         Some("zone-a")
     );
-    assert_eq!(
-        node_labels.get(labels::HOSTNAME),
-        Some(&instance.instance_id)
-    );
+    assert_eq!(node_labels.get(labels::HOSTNAME), Some(&name));
     let status = node.status.clone().unwrap_or_default();
     let allocatable = status.allocatable.unwrap_or_default();
     assert_eq!(allocatable.get("cpu").map(|q| q.0.as_str()), Some("2"));
@@ -221,12 +224,12 @@ async fn terminating_pod_on_an_owned_node_is_finished() {
 #[tokio::test]
 async fn node_of_a_terminated_instance_is_deleted_with_its_pods() {
     let mut sim = kubelet().await;
-    let gone = sim.booted("machine-1").await;
+    let (gone, gone_instance) = sim.booted_instance("machine-1").await;
     let kept = sim.booted("machine-2").await;
     sim.bound_pod("on-gone", &gone).await;
     sim.bound_pod("on-kept", &kept).await;
     sim.sync().await;
-    sim.cloud.reclaim(&gone);
+    sim.cloud.reclaim(&gone_instance);
     let report = sim.sync().await;
     assert_eq!(report.removed, vec![gone.clone()]);
     let nodes: Api<Node> = Api::all(sim.client.clone());
@@ -267,15 +270,11 @@ async fn pending_pod_runs_once_a_launched_instance_has_booted() {
     // Simulated time passes until the node registers: the loop may first see the instance
     // on either side of an advance, so one advance alone would race it.
     let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let node_name = instance.hostname.clone().expect("a private DNS name");
     timeout(PATIENCE, async {
         loop {
             clock.advance(BOOT_DELAY);
-            if nodes
-                .get_opt(&instance.instance_id)
-                .await
-                .expect("a get")
-                .is_some()
-            {
+            if nodes.get_opt(&node_name).await.expect("a get").is_some() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -284,7 +283,7 @@ async fn pending_pod_runs_once_a_launched_instance_has_booted() {
     .await
     .expect("the node registers");
     let pod = cluster.pod_when(&name, is_ready_and_running).await;
-    assert_eq!(node_of(&pod), Some(instance.instance_id.clone()));
+    assert_eq!(node_of(&pod), Some(node_name));
     let _ = stop.send(());
     timeout(PATIENCE, kubelets)
         .await

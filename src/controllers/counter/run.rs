@@ -2,9 +2,9 @@
 //! in step with what it launched, raises an Event when a limit is reached, and keeps the
 //! provisioner, cost and pod state metrics current.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -18,6 +18,7 @@ use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::controllers::events::reference;
 use crate::controllers::write;
+use crate::state::ClusterState;
 
 /// Bursts of changes are folded into one pass at most this often (simulated time).
 const SETTLE: Duration = Duration::from_millis(500);
@@ -26,9 +27,10 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
     let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut startups = Startups::default();
     loop {
         changes.borrow_and_update();
-        sync(&ctx, &mut known).await;
+        sync(&ctx, &mut known, &mut startups).await;
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             changed = changes.changed() => {
@@ -41,7 +43,40 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn sync(ctx: &Context, known: &mut BTreeSet<String>) {
+/// Pods seen pending, by uid, and when: each one's startup is observed once it runs.
+#[derive(Default)]
+struct Startups {
+    pending_since: HashMap<String, SystemTime>,
+}
+
+impl Startups {
+    fn observe(&mut self, state: &ClusterState, ctx: &Context) {
+        let now = ctx.clock.now();
+        let mut present = HashSet::new();
+        for entry in state.pods() {
+            let uid = &entry.pod.uid;
+            present.insert(uid.as_str());
+            match &*entry.phase {
+                "Pending" => {
+                    self.pending_since.entry(uid.clone()).or_insert(now);
+                }
+                "Running" => {
+                    if let Some(since) = self.pending_since.remove(uid) {
+                        ctx.metrics
+                            .pod_started(now.duration_since(since).unwrap_or_default());
+                    }
+                }
+                _ => {
+                    self.pending_since.remove(uid);
+                }
+            }
+        }
+        self.pending_since
+            .retain(|uid, _| present.contains(uid.as_str()));
+    }
+}
+
+async fn sync(ctx: &Context, known: &mut BTreeSet<String>, startups: &mut Startups) {
     let types = ctx.known_instance_types();
     let now = Time(Timestamp::try_from(ctx.clock.now()).unwrap_or(Timestamp::UNIX_EPOCH));
     let writes: Vec<(Provisioner, ProvisionerStatus)> = {
@@ -49,6 +84,8 @@ async fn sync(ctx: &Context, known: &mut BTreeSet<String>) {
         let usage = state.provisioner_usage(&types);
         let cost = state.cost_per_hour(&types);
         ctx.metrics.set_pods_state(&state.pod_state_counts());
+        ctx.metrics.set_node_resources(&state.node_resources());
+        startups.observe(&state, ctx);
         let mut present = BTreeSet::new();
         let mut writes = Vec::new();
         for entry in state.provisioners() {

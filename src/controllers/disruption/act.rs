@@ -22,7 +22,6 @@ use crate::controllers::events::reference;
 use crate::controllers::provisioning::decide::{self, MachineNames};
 use crate::controllers::termination::TERMINATION_REASON_ANNOTATION;
 use crate::controllers::write;
-use crate::metrics::REASON_DEPROVISIONING;
 
 /// Event reasons on nodes (Karpenter's).
 pub const REASON_BLOCKED: &str = "DeprovisioningBlocked";
@@ -138,8 +137,8 @@ async fn launch(
                 let name = machine.name_any();
                 // Its pods are on their way: emptiness and consolidation leave it alone.
                 ctx.state.nominate(&name, until);
-                ctx.metrics
-                    .machine_created(REASON_DEPROVISIONING, &planned.provisioner);
+                let reason = format!("{}/replace", command.reason.as_str());
+                ctx.metrics.machine_created(&reason, &planned.provisioner);
                 tracing::info!(
                     machine = %name,
                     provisioner = %planned.provisioner,

@@ -28,6 +28,18 @@ pub fn controller_hook() -> ControllerHook {
 
 /// [`controller_hook`], binding pods early (`BIND_PODS`) when `bind_pods`.
 pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
+    match Metrics::new() {
+        Ok(metrics) => controller_hook_with(Arc::new(metrics), bind_pods),
+        Err(error) => Box::new(move |_| {
+            Box::pin(async move {
+                tracing::error!(%error, "cannot register metrics; no controller runs");
+            })
+        }),
+    }
+}
+
+/// [`controller_hook_binding_pods`], recording into `metrics` (what `/metrics` would serve).
+pub fn controller_hook_with(metrics: Arc<Metrics>, bind_pods: bool) -> ControllerHook {
     Box::new(move |parts: ControllerParts| {
         Box::pin(async move {
             let mut settings = Settings::for_cluster(parts.cluster_name.clone());
@@ -35,13 +47,6 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
             settings.leader_elect = false;
             settings.bind_pods = bind_pods;
             widen_batch_windows(&mut settings, parts.clock.as_ref());
-            let metrics = match Metrics::new() {
-                Ok(metrics) => Arc::new(metrics),
-                Err(error) => {
-                    tracing::error!(%error, "cannot register metrics; no controller runs");
-                    return;
-                }
-            };
             // Its own clients, as in a cluster: its requests carry its User-Agent.
             let kube_config = identified(parts.kube_config);
             let clients = kube::Client::try_from(kube_config.clone())

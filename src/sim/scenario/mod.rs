@@ -45,7 +45,7 @@ use serde_json::Value;
 use crate::plan::Offerings;
 
 pub use cloud::{AwsSimOptions, CloudKind, ObservedCloud};
-pub use controller::{controller_hook, controller_hook_binding_pods};
+pub use controller::{controller_hook, controller_hook_binding_pods, controller_hook_with};
 pub use parse::ScenarioError;
 pub use report::{NodeReport, Report, SimulatedTime, StepReport, log_layer};
 pub use run::{

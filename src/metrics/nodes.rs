@@ -1,0 +1,189 @@
+//! Karpenter's per-node resource gauges (`karpenter_nodes_allocatable`,
+//! `_total_pod_requests`/`_limits`, `_total_daemon_requests`/`_limits`, `_system_overhead`),
+//! which its capacity dashboard reads. Each series carries the node's name, provisioner and
+//! phase, and one label per well-known node label: the key's part after `/`, lowercased, `-` as
+//! `_` (`zone`, `instance_type`, `capacity_type`, `instance_family`, …), empty when unset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use nodewright_scheduling::labels;
+use nodewright_scheduling::resources::Resources;
+use prometheus::{GaugeVec, Opts, Registry};
+
+use crate::sync::lock;
+
+/// The node labels Karpenter v0.31 (with the AWS provider) turns into metric labels.
+const WELL_KNOWN: [&str; 27] = [
+    labels::PROVISIONER_NAME,
+    "karpenter.sh/nodepool",
+    labels::ZONE,
+    labels::REGION,
+    labels::INSTANCE_TYPE,
+    labels::ARCH,
+    "kubernetes.io/os",
+    labels::CAPACITY_TYPE,
+    "karpenter.k8s.aws/instance-hypervisor",
+    "karpenter.k8s.aws/instance-encryption-in-transit-supported",
+    "karpenter.k8s.aws/instance-category",
+    "karpenter.k8s.aws/instance-family",
+    "karpenter.k8s.aws/instance-generation",
+    "karpenter.k8s.aws/instance-size",
+    "karpenter.k8s.aws/instance-local-nvme",
+    "karpenter.k8s.aws/instance-cpu",
+    "karpenter.k8s.aws/instance-memory",
+    "karpenter.k8s.aws/instance-network-bandwidth",
+    "karpenter.k8s.aws/instance-pods",
+    "karpenter.k8s.aws/instance-gpu-name",
+    "karpenter.k8s.aws/instance-gpu-manufacturer",
+    "karpenter.k8s.aws/instance-gpu-count",
+    "karpenter.k8s.aws/instance-gpu-memory",
+    "karpenter.k8s.aws/instance-accelerator-name",
+    "karpenter.k8s.aws/instance-accelerator-manufacturer",
+    "karpenter.k8s.aws/instance-accelerator-count",
+    "node.kubernetes.io/windows-build",
+];
+
+/// What one node holds, in the core's units.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeResources {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub phase: String,
+    pub allocatable: Resources,
+    pub capacity: Resources,
+    pub pod_requests: Resources,
+    pub pod_limits: Resources,
+    pub daemon_requests: Resources,
+    pub daemon_limits: Resources,
+}
+
+fn label_name(key: &str) -> String {
+    key.rsplit('/')
+        .next()
+        .unwrap_or(key)
+        .to_lowercase()
+        .replace('-', "_")
+}
+
+/// `ephemeral-storage` → `ephemeral_storage`, as Karpenter names resource types in labels.
+fn resource_type(name: &str) -> String {
+    name.to_lowercase().replace('-', "_")
+}
+
+/// Kubernetes units: cores for cpu, the raw value otherwise.
+fn value(resource: &str, amount: i64) -> f64 {
+    if resource == labels::RESOURCE_CPU {
+        amount as f64 / 1000.0
+    } else {
+        amount as f64
+    }
+}
+
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// allocatable, pod requests, pod limits, daemon requests, daemon limits, system overhead.
+    gauges: [GaugeVec; 6],
+    /// Label values of every series set last time, by gauge, so those of gone nodes go.
+    series: Mutex<BTreeSet<(usize, Vec<String>)>>,
+}
+
+impl NodeMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<NodeMetrics> {
+        let mut names: Vec<String> = ["resource_type", "node_name", "provisioner", "phase"]
+            .map(String::from)
+            .to_vec();
+        names.extend(WELL_KNOWN.iter().map(|key| label_name(key)));
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let gauge = |name: &str, help: &str| {
+            let metric = GaugeVec::new(Opts::new(name, help), &names)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
+        Ok(NodeMetrics {
+            gauges: [
+                gauge(
+                    "karpenter_nodes_allocatable",
+                    "A node's allocatable resources, by resource type.",
+                )?,
+                gauge(
+                    "karpenter_nodes_total_pod_requests",
+                    "Requests of the non-daemonset pods on a node, by resource type.",
+                )?,
+                gauge(
+                    "karpenter_nodes_total_pod_limits",
+                    "Limits of the non-daemonset pods on a node, by resource type.",
+                )?,
+                gauge(
+                    "karpenter_nodes_total_daemon_requests",
+                    "Requests of the daemonset pods on a node, by resource type.",
+                )?,
+                gauge(
+                    "karpenter_nodes_total_daemon_limits",
+                    "Limits of the daemonset pods on a node, by resource type.",
+                )?,
+                gauge(
+                    "karpenter_nodes_system_overhead",
+                    "A node's capacity less its allocatable (kubelet and system reservations), by resource type.",
+                )?,
+            ],
+            series: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Sets every node's series; those of nodes (or resources) no longer there go.
+    pub fn set(&self, nodes: &[NodeResources]) {
+        let mut now = BTreeSet::new();
+        for node in nodes {
+            let provisioner = node
+                .labels
+                .get(labels::PROVISIONER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let mut common = vec![node.name.clone(), provisioner, node.phase.clone()];
+            common.extend(
+                WELL_KNOWN
+                    .iter()
+                    .map(|key| node.labels.get(*key).cloned().unwrap_or_default()),
+            );
+            let overhead = node.capacity.saturating_sub(&node.allocatable);
+            let figures = [
+                &node.allocatable,
+                &node.pod_requests,
+                &node.pod_limits,
+                &node.daemon_requests,
+                &node.daemon_limits,
+                &overhead,
+            ];
+            for (index, resources) in figures.into_iter().enumerate() {
+                // Requests and limits show cpu and memory even at zero, so a dashboard's join
+                // on them finds nodes without daemonsets or pods (Karpenter leaves them out).
+                let zeros = if (1..=4).contains(&index) {
+                    [labels::RESOURCE_CPU, labels::RESOURCE_MEMORY]
+                        .into_iter()
+                        .filter(|r| resources.get(r) == 0)
+                        .map(|r| (r, 0))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                for (resource, amount) in resources.iter().chain(zeros) {
+                    let mut values = vec![resource_type(resource)];
+                    values.extend(common.iter().cloned());
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    self.gauges[index]
+                        .with_label_values(&refs)
+                        .set(value(resource, amount));
+                    now.insert((index, values));
+                }
+            }
+        }
+        let mut series = lock(&self.series);
+        for (index, values) in series.difference(&now) {
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            // Absent already is fine: the series is gone either way.
+            let _ = self.gauges[*index].remove_label_values(&refs);
+        }
+        *series = now;
+    }
+}
