@@ -107,7 +107,9 @@ pub fn main() -> ExitCode {
     if let Command::Simulate(args) = cli.command {
         return simulate::run(args, &cli.log_level);
     }
-    if let Err(err) = telemetry::init(cli.log_format, &cli.log_level) {
+    // The controller logs to stdout as Karpenter does; the other commands' output is there.
+    let to_stdout = matches!(cli.command, Command::Controller(_));
+    if let Err(err) = telemetry::init(cli.log_format, &cli.log_level, to_stdout) {
         eprintln!("error: {err:#}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }

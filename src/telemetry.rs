@@ -1,9 +1,16 @@
-//! Logging: JSON lines for machines, human text for people, chosen once at start-up.
+//! Logging in Karpenter's layout ([`format`]): its console lines for people, its JSON for
+//! machines, chosen once at start-up, on standard output as Karpenter writes them.
+
+mod format;
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+
+pub use format::{COMMIT, KarpenterFormat, logger_name, timestamp};
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,20 +32,28 @@ impl LogFormat {
     }
 }
 
-/// Install the global subscriber. `level` is a `tracing` filter directive such as `info` or
+/// Install the global subscriber, writing to stdout when `to_stdout` (the controller), else
+/// to stderr. `level` is a `tracing` filter directive such as `info` or
 /// `nodewright=debug,kube=warn`; `RUST_LOG`, when set, wins.
-pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub fn init(format: LogFormat, level: &str, to_stdout: bool) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(level)?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format.resolve(std::io::stdout().is_terminal()) {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        _ => builder.try_init(),
+    let json = format.resolve(std::io::stdout().is_terminal()) == LogFormat::Json;
+    let writer = if to_stdout {
+        BoxMakeWriter::new(std::io::stdout)
+    } else {
+        BoxMakeWriter::new(std::io::stderr)
     };
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .event_format(KarpenterFormat {
+            json,
+            clock: Arc::new(crate::clock::SystemClock),
+        })
+        .try_init();
     installed.map_err(|err| anyhow::anyhow!("installing the log subscriber: {err}"))
 }
 

@@ -33,16 +33,31 @@ fn the_tutorial_launches_one_spot_node_and_removes_it_once_empty() {
     assert_eq!(steps.len(), 6);
     assert!(steps.iter().all(|s| s["ok"] == true), "{steps:?}");
     // The controller's own words, stamped with simulated time, on stderr in JSON mode.
-    for line in [
-        "Launched instance: i-",
-        "capacityType: spot",
-        "Added TTL to empty node",
-        "Triggering termination after 30s for empty node",
-        "Cordoned node",
-        "Deleted node",
+    // In the seed's layout: time, level, logger, message, then the fields as JSON.
+    for (logger, message) in [
+        ("controller.provisioning", "Launched instance: i-"),
+        ("controller.node", "Added TTL to empty node"),
+        (
+            "controller.node",
+            "Triggering termination after 30s for empty node",
+        ),
+        ("controller.termination", "Cordoned node"),
+        ("controller.termination", "Deleted node"),
     ] {
-        assert!(stderr.contains(line), "{line:?} missing from:\n{stderr}");
+        let line = stderr
+            .lines()
+            .find(|line| line.contains(&format!("\tINFO\t{logger}\t{message}")))
+            .unwrap_or_else(|| panic!("{logger} {message:?} missing from:\n{stderr}"));
+        let columns: Vec<&str> = line.split('\t').collect();
+        assert_eq!(columns.len(), 5, "{line}");
+        assert!(
+            columns[0].len() == 24 && columns[0].ends_with('Z'),
+            "an RFC 3339 time with milliseconds: {line}"
+        );
+        assert!(columns[4].starts_with("{\"commit\": "), "{line}");
     }
+    assert!(stderr.contains("capacityType: spot"), "{stderr}");
+    assert!(stderr.contains("hostname: ip-192-168-"), "{stderr}");
 }
 
 /// The shared price table, read in place.

@@ -47,7 +47,7 @@ use crate::plan::Offerings;
 pub use cloud::{AwsSimOptions, CloudKind, ObservedCloud};
 pub use controller::{controller_hook, controller_hook_binding_pods, controller_hook_with};
 pub use parse::ScenarioError;
-pub use report::{NodeReport, Report, SimulatedTime, StepReport, log_layer};
+pub use report::{NodeReport, Report, StepReport, log_layer};
 pub use run::{
     ControllerHook, ControllerParts, DEFAULT_SPEED, OutputFormat, RunningSimulation, Simulation,
     SimulationError, SimulationOptions,

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,10 @@ use kube::{Client, Resource, ResourceExt};
 use nodewright_scheduling::instance_type::{CapacityType, InstanceType};
 use nodewright_scheduling::labels;
 use serde::Serialize;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::telemetry::KarpenterFormat;
 
 use super::cloud::ObservedCloud;
 use super::run::OutputFormat;
@@ -239,28 +238,9 @@ fn price(types: &[&InstanceType], name: &str, zone: &str, capacity: Option<&str>
         .price_per_hour
 }
 
-/// A `tracing` timer printing simulated time (`[  32.0s]`), so the controller's log lines line
-/// up with the step lines.
-#[derive(Debug, Clone)]
-pub struct SimulatedTime {
-    clock: Arc<ScaledClock>,
-}
-
-impl SimulatedTime {
-    pub fn new(clock: Arc<ScaledClock>) -> Self {
-        SimulatedTime { clock }
-    }
-}
-
-impl FormatTime for SimulatedTime {
-    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        w.write_str(&stamp(seconds(self.clock.elapsed())))
-    }
-}
-
-/// The log layer of a simulation: human lines stamped with simulated time, to stdout with the
-/// step lines in text mode, to stderr in JSON mode (stdout then holds only the report). The
-/// caller adds its filter and installs it.
+/// The log layer of a simulation: the controller's lines in Karpenter's console layout, stamped
+/// with simulated time, to stdout with the step lines in text mode, to stderr in JSON mode
+/// (stdout then holds only the report). The caller adds its filter and installs it.
 pub fn log_layer<S>(
     clock: Arc<ScaledClock>,
     output: OutputFormat,
@@ -268,19 +248,11 @@ pub fn log_layer<S>(
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let (writer, terminal) = match output {
-        OutputFormat::Text => (
-            BoxMakeWriter::new(std::io::stdout),
-            std::io::stdout().is_terminal(),
-        ),
-        OutputFormat::Json => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-        ),
+    let writer = match output {
+        OutputFormat::Text => BoxMakeWriter::new(std::io::stdout),
+        OutputFormat::Json => BoxMakeWriter::new(std::io::stderr),
     };
     tracing_subscriber::fmt::layer()
-        .with_timer(SimulatedTime::new(clock))
-        .with_target(false)
-        .with_ansi(terminal)
+        .event_format(KarpenterFormat { json: false, clock })
         .with_writer(writer)
 }
