@@ -3,6 +3,8 @@
 mod controller;
 mod simulate;
 
+pub use controller::ControllerArgs;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

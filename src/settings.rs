@@ -40,6 +40,10 @@ pub struct Settings {
     /// when unset).
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     pub interruption_queue: Option<String>,
+    /// Instance profile for nodes whose AWSNodeTemplate (or provider) names none (Karpenter's
+    /// `aws.defaultInstanceProfile`). Without either, such a provisioner launches nothing.
+    #[arg(long, env = "AWS_DEFAULT_INSTANCE_PROFILE")]
+    pub default_instance_profile: Option<String>,
     /// What an EC2 rebalance recommendation (elevated interruption risk) does: `event` records
     /// an Event and counts it, as Karpenter does; `drain` also holds the spot offering out and
     /// replaces and drains the node before a warning may come.
@@ -187,6 +191,7 @@ impl Settings {
             batch_max_duration: Duration::from_secs(10),
             vm_memory_overhead_percent: AllocatableSettings::default().vm_memory_overhead_percent,
             interruption_queue: None,
+            default_instance_profile: None,
             rebalance_action: RebalanceAction::Event,
             metrics_port: 8080,
             health_probe_port: 8081,

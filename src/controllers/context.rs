@@ -138,7 +138,10 @@ impl Context {
             state
                 .provisioners()
                 .filter(|p| !p.deleting)
-                .map(|p| (p.core.name.clone(), node_template(&state, &p.provisioner)))
+                .map(|p| {
+                    let template = node_template(&state, &p.provisioner, &self.settings);
+                    (p.core.name.clone(), template)
+                })
                 .collect()
         };
         let mut types = InstanceTypesByProvisioner::new();
@@ -173,30 +176,93 @@ impl Context {
 }
 
 /// The launch settings of `provisioner`: its `providerRef`'s AWSNodeTemplate, else its inline
-/// `provider`.
+/// `provider`, with the default instance profile when it names none.
 pub fn node_template(
     state: &ClusterState,
     provisioner: &Provisioner,
+    settings: &Settings,
 ) -> Result<NodeTemplate, String> {
     let spec = &provisioner.spec;
     let name = provisioner.metadata.name.as_deref().unwrap_or_default();
-    if let Some(reference) = &spec.provider_ref {
+    let template = if let Some(reference) = &spec.provider_ref {
         let template = state.node_template(&reference.name).ok_or_else(|| {
             format!(
                 "provisioner {name} refers to AWSNodeTemplate {} which does not exist",
                 reference.name
             )
         })?;
-        return NodeTemplate::from_spec(&template.spec).map_err(|e| describe(name, &e));
+        NodeTemplate::from_spec(&template.spec).map_err(|e| describe(name, &e))?
+    } else {
+        match &spec.provider {
+            Some(provider) => {
+                NodeTemplate::from_provider(provider).map_err(|e| describe(name, &e))?
+            }
+            None => {
+                return Err(format!(
+                    "provisioner {name} has neither providerRef nor provider: nodewright cannot tell how to launch its nodes"
+                ));
+            }
+        }
+    };
+    with_instance_profile(template, settings)
+        .map_err(|why| format!("provisioner {name}'s node template cannot be used: {why}"))
+}
+
+/// `template` with `AWS_DEFAULT_INSTANCE_PROFILE` when it names no instance profile (nor a
+/// launch template, which carries its own); an error when neither does, as Karpenter refuses:
+/// a node without an instance profile has no IAM role and never joins.
+pub fn with_instance_profile(
+    mut template: NodeTemplate,
+    settings: &Settings,
+) -> Result<NodeTemplate, String> {
+    if template.instance_profile.is_none() && template.launch_template_name.is_none() {
+        template.instance_profile = settings.default_instance_profile.clone();
+        if template.instance_profile.is_none() {
+            return Err("it names no instanceProfile and no default is set \
+                 (aws.defaultInstanceProfile, AWS_DEFAULT_INSTANCE_PROFILE)"
+                .to_string());
+        }
     }
-    match &spec.provider {
-        Some(provider) => NodeTemplate::from_provider(provider).map_err(|e| describe(name, &e)),
-        None => Err(format!(
-            "provisioner {name} has neither providerRef nor provider: nodewright cannot tell how to launch its nodes"
-        )),
-    }
+    Ok(template)
 }
 
 fn describe(provisioner: &str, error: &CloudProviderError) -> String {
     format!("provisioner {provisioner}'s node template cannot be used: {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(default_profile: Option<&str>) -> Settings {
+        Settings {
+            default_instance_profile: default_profile.map(str::to_string),
+            ..Settings::for_cluster("test")
+        }
+    }
+
+    #[test]
+    fn a_template_without_an_instance_profile_takes_the_default() {
+        let template = with_instance_profile(NodeTemplate::default(), &settings(Some("nodes")))
+            .expect("the default applies");
+        assert_eq!(template.instance_profile.as_deref(), Some("nodes"));
+        let own = NodeTemplate {
+            instance_profile: Some("own".into()),
+            ..NodeTemplate::default()
+        };
+        let kept = with_instance_profile(own, &settings(Some("nodes"))).expect("kept");
+        assert_eq!(kept.instance_profile.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn neither_a_profile_nor_a_default_is_refused_unless_a_launch_template_brings_one() {
+        let refused = with_instance_profile(NodeTemplate::default(), &settings(None))
+            .expect_err("no IAM role for the nodes");
+        assert!(refused.contains("aws.defaultInstanceProfile"), "{refused}");
+        let launch_template = NodeTemplate {
+            launch_template_name: Some("mine".into()),
+            ..NodeTemplate::default()
+        };
+        assert!(with_instance_profile(launch_template, &settings(None)).is_ok());
+    }
 }

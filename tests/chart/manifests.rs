@@ -14,7 +14,9 @@ use nodewright::settings::RebalanceAction;
 use nodewright_scheduling::labels;
 use serde_json::Value;
 
-use crate::render::{CLUSTER, NAMESPACE, Rendered, notes, render, repo, try_render, typed};
+use crate::render::{
+    CLUSTER, NAMESPACE, Rendered, notes, render, render_exactly, repo, try_render, typed,
+};
 
 fn pod_spec(rendered: &Rendered) -> PodSpec {
     let deployment: Deployment = rendered.typed("Deployment");
@@ -100,9 +102,20 @@ fn without_a_cluster_name_the_chart_refuses_to_render() {
         error.contains("settings.clusterName is required"),
         "{error}"
     );
-    let error = try_render(&["settings.clusterName=c", "serviceAccount.create=false"])
-        .expect_err("no ServiceAccount to use");
-    assert!(error.contains("serviceAccount.name is required"), "{error}");
+}
+
+#[test]
+fn without_its_own_service_account_the_pod_uses_the_one_karpenters_guides_create() {
+    let rendered = render(&["serviceAccount.create=false"]);
+    assert_eq!(
+        pod_spec(&rendered).service_account_name.as_deref(),
+        Some("karpenter")
+    );
+    let named = render(&["serviceAccount.create=false", "serviceAccount.name=mine"]);
+    assert_eq!(
+        pod_spec(&named).service_account_name.as_deref(),
+        Some("mine")
+    );
 }
 
 /// The Dockerfile's ENTRYPOINT, e.g. `["nodewright", "controller"]`.
@@ -577,4 +590,97 @@ fn the_readmes_install_command_installs_a_working_controller() {
     assert_eq!(args.settings.cluster_name, CLUSTER);
     assert!(args.settings.cluster_endpoint.is_some());
     assert_eq!(args.settings.interruption_queue.as_deref(), Some(CLUSTER));
+}
+
+/// The controller's arguments and log format as the rendered chart starts it.
+fn started_with(
+    rendered: &Rendered,
+) -> (
+    nodewright::cli::ControllerArgs,
+    nodewright::telemetry::LogFormat,
+) {
+    let cli = Cli::try_parse_from(controller_invocation(rendered))
+        .unwrap_or_else(|e| panic!("the controller refuses the chart's settings: {e}"));
+    let log_format = cli.log_format;
+    let Command::Controller(args) = cli.command else {
+        panic!("the image runs `nodewright controller`")
+    };
+    args.settings.validate().expect("valid settings");
+    (*args, log_format)
+}
+
+#[test]
+fn the_seeds_install_line_renders_a_controller_for_its_cluster() {
+    // Karpenter v0.5's guide: helm upgrade --install karpenter ... --set serviceAccount.create=false
+    // --set controller.clusterName=${CLUSTER_NAME} --set controller.clusterEndpoint=$(aws eks ...)
+    let endpoint = "https://ABCD1234.gr7.us-west-2.eks.amazonaws.com";
+    let rendered = render_exactly(&[
+        "serviceAccount.create=false",
+        &format!("controller.clusterName={CLUSTER}"),
+        &format!("controller.clusterEndpoint={endpoint}"),
+    ]);
+    let (args, _) = started_with(&rendered);
+    assert_eq!(args.settings.cluster_name, CLUSTER);
+    assert_eq!(args.settings.cluster_endpoint.as_deref(), Some(endpoint));
+    assert!(
+        rendered.all_of("ServiceAccount").is_empty(),
+        "serviceAccount.create=false creates none"
+    );
+}
+
+#[test]
+fn the_v031_guides_install_line_renders_a_controller_with_its_settings() {
+    let rendered = render_exactly(&[
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/KarpenterControllerRole-my-cluster",
+        &format!("settings.aws.clusterName={CLUSTER}"),
+        &format!("settings.aws.defaultInstanceProfile=KarpenterNodeInstanceProfile-{CLUSTER}"),
+        &format!("settings.aws.interruptionQueueName={CLUSTER}"),
+        "controller.resources.requests.cpu=1",
+        "controller.resources.requests.memory=1Gi",
+        "controller.resources.limits.cpu=1",
+        "controller.resources.limits.memory=1Gi",
+    ]);
+    let (args, _) = started_with(&rendered);
+    assert_eq!(args.settings.cluster_name, CLUSTER);
+    assert_eq!(
+        args.settings.default_instance_profile.as_deref(),
+        Some("KarpenterNodeInstanceProfile-my-cluster")
+    );
+    assert_eq!(args.settings.interruption_queue.as_deref(), Some(CLUSTER));
+    let resources = controller(&rendered).resources.unwrap_or_default();
+    let cpu = |list: Option<
+        BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| { list.unwrap_or_default().get("cpu").map(|q| q.0.clone()) };
+    assert_eq!(cpu(resources.requests), Some("1".to_string()));
+    assert_eq!(cpu(resources.limits), Some("1".to_string()));
+    let account: ServiceAccount = rendered.typed("ServiceAccount");
+    assert!(
+        account
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("eks.amazonaws.com/role-arn")
+    );
+}
+
+#[test]
+fn todays_names_win_over_v031s_which_win_over_v05s() {
+    let all = render_exactly(&[
+        "settings.clusterName=today",
+        "settings.aws.clusterName=v031",
+        "controller.clusterName=v05",
+    ]);
+    assert_eq!(started_with(&all).0.settings.cluster_name, "today");
+    let older = render_exactly(&[
+        "settings.aws.clusterName=v031",
+        "controller.clusterName=v05",
+    ]);
+    assert_eq!(started_with(&older).0.settings.cluster_name, "v031");
+    let v031 = render(&[
+        "settings.featureGates.driftEnabled=false",
+        "logEncoding=console",
+    ]);
+    let (args, log_format) = started_with(&v031);
+    assert!(!args.settings.feature_gates.drift);
+    assert_eq!(log_format, nodewright::telemetry::LogFormat::Text);
 }

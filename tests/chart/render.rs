@@ -97,7 +97,12 @@ pub fn render(sets: &[&str]) -> Rendered {
     let all: Vec<&str> = std::iter::once(cluster.as_str())
         .chain(sets.iter().copied())
         .collect();
-    let text = try_render(&all).unwrap_or_else(|e| panic!("the chart renders with {all:?}: {e}"));
+    render_exactly(&all)
+}
+
+/// Renders with exactly `sets` (an install line's own `--set`s); panics on a template error.
+pub fn render_exactly(all: &[&str]) -> Rendered {
+    let text = try_render(all).unwrap_or_else(|e| panic!("the chart renders with {all:?}: {e}"));
     let objects: Vec<Value> = serde_saphyr::from_multiple(&text)
         .unwrap_or_else(|e| panic!("the rendered manifests are YAML: {e}\n{text}"));
     Rendered {

@@ -42,20 +42,48 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "nodewright.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
-{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- /* Karpenter's guides create the account with eksctl as `karpenter`. */}}
+{{- default "karpenter" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
 {{/* repository@digest when a digest is given, else repository:tag (tag defaults to appVersion). */}}
 {{- define "nodewright.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $image := merge (deepCopy .Values.controller.image) .Values.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 {{- end }}
 
 {{/* Karpenter's FEATURE_GATES syntax, which the controller parses. */}}
 {{- define "nodewright.featureGates" -}}
-{{- printf "Drift=%t,SpotToSpotConsolidation=%t" .Values.settings.featureGates.drift .Values.settings.featureGates.spotToSpotConsolidation }}
+{{- $drift := .Values.settings.featureGates.drift }}
+{{- if hasKey .Values.settings.featureGates "driftEnabled" }}
+{{- $drift = .Values.settings.featureGates.driftEnabled }}
+{{- end }}
+{{- printf "Drift=%t,SpotToSpotConsolidation=%t" $drift .Values.settings.featureGates.spotToSpotConsolidation }}
+{{- end }}
+
+{{/* A setting under today's name, else v0.27-v0.31's (settings.aws), else v0.5's (controller). */}}
+{{- define "nodewright.clusterName" -}}
+{{- default "" (coalesce .Values.settings.clusterName .Values.settings.aws.clusterName .Values.controller.clusterName) }}
+{{- end }}
+{{- define "nodewright.clusterEndpoint" -}}
+{{- default "" (coalesce .Values.settings.clusterEndpoint .Values.settings.aws.clusterEndpoint .Values.controller.clusterEndpoint) }}
+{{- end }}
+{{- define "nodewright.defaultInstanceProfile" -}}
+{{- default "" (coalesce .Values.settings.defaultInstanceProfile .Values.settings.aws.defaultInstanceProfile) }}
+{{- end }}
+{{- define "nodewright.interruptionQueue" -}}
+{{- default "" (coalesce .Values.settings.interruptionQueue .Values.settings.aws.interruptionQueueName) }}
+{{- end }}
+
+{{/* LOG_FORMAT: logFormat, or v0.31's logEncoding (console is our text). */}}
+{{- define "nodewright.logFormat" -}}
+{{- if eq .Values.logEncoding "console" }}text
+{{- else if eq .Values.logEncoding "json" }}json
+{{- else }}{{ .Values.logFormat }}
+{{- end }}
 {{- end }}

@@ -123,7 +123,8 @@ impl CloudDrift {
                 .filter_map(|n| {
                     let provisioner =
                         state.provisioner(n.core.labels.get(labels::PROVISIONER_NAME)?)?;
-                    let template = node_template(&state, &provisioner.provisioner).ok()?;
+                    let template =
+                        node_template(&state, &provisioner.provisioner, &ctx.settings).ok()?;
                     let machine = state.machine_of_node(n)?;
                     Some((
                         n.core.name.clone(),

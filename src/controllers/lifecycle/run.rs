@@ -20,7 +20,7 @@ use crate::apis::{Machine, MachineStatus};
 use crate::cloudprovider::{
     CloudProviderError, DeleteStatus, LaunchRequest, LaunchedInstance, MachineId,
 };
-use crate::controllers::context::{Context, node_template};
+use crate::controllers::context::{Context, node_template, with_instance_profile};
 use crate::controllers::error::ControllerError;
 use crate::controllers::events::reference;
 use crate::controllers::resource_list;
@@ -176,8 +176,9 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
                 .and_then(|t| {
                     crate::cloudprovider::NodeTemplate::from_spec(&t.spec)
                         .map_err(|e| e.to_string())
-                }),
-            (None, Some(provisioner)) => node_template(&state, &provisioner),
+                })
+                .and_then(|t| with_instance_profile(t, &ctx.settings)),
+            (None, Some(provisioner)) => node_template(&state, &provisioner, &ctx.settings),
             (None, None) => Err(format!(
                 "machine {name} names no node template and its provisioner is gone"
             )),
