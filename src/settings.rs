@@ -58,8 +58,9 @@ pub struct Settings {
     /// Act only while holding the leader Lease (`--leader-elect=false` for a single replica).
     #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,
-    /// Feature gates, `Name=bool` separated by commas (`Drift=true`).
-    #[arg(long, env = "FEATURE_GATES", default_value = "Drift=true")]
+    /// Feature gates, `Name=bool` separated by commas (`Drift=true`). Drift is off unless
+    /// turned on, as in Karpenter v0.27-v0.31.
+    #[arg(long, env = "FEATURE_GATES", default_value = "Drift=false")]
     pub feature_gates: FeatureGates,
     /// Consolidation replaces a node only when the replacement saves at least this fraction of
     /// its price.
@@ -105,7 +106,7 @@ pub struct FeatureGates {
 impl Default for FeatureGates {
     fn default() -> Self {
         FeatureGates {
-            drift: true,
+            drift: false,
             spot_to_spot_consolidation: false,
         }
     }
@@ -376,7 +377,10 @@ mod tests {
         assert_eq!(settings.metrics_port, 8080);
         assert_eq!(settings.health_probe_port, 8081);
         assert!(settings.leader_elect);
-        assert!(settings.feature_gates.drift);
+        assert!(
+            !settings.feature_gates.drift,
+            "off unless turned on, as in v0.27-v0.31"
+        );
         assert_eq!(settings.registration_ttl, Duration::from_secs(900));
         assert_eq!(settings.launch_ttl, Duration::from_secs(300));
         assert_eq!(settings.allocatable().vm_memory_overhead_percent, 0.075);
@@ -422,13 +426,13 @@ mod tests {
             "--leader-elect=false",
             "--batch-idle-duration=500ms",
             "--batch-max-duration=2m",
-            "--feature-gates=Drift=false",
+            "--feature-gates=Drift=true",
         ])
         .expect("parses");
         assert!(!settings.leader_elect);
         assert_eq!(settings.batch_window().idle, Duration::from_millis(500));
         assert_eq!(settings.batch_window().max, Duration::from_secs(120));
-        assert!(!settings.feature_gates.drift);
+        assert!(settings.feature_gates.drift);
     }
 
     #[test]
@@ -455,7 +459,7 @@ mod tests {
             .expect_err("unknown");
         assert!(err.contains("Teleport") && err.contains("Drift"), "{err}");
         let gates: FeatureGates = "SpotToSpotConsolidation=true".parse().expect("known");
-        assert!(gates.drift && gates.spot_to_spot_consolidation);
+        assert!(!gates.drift && gates.spot_to_spot_consolidation);
         assert_eq!(gates.to_string().parse::<FeatureGates>(), Ok(gates));
     }
 

@@ -373,11 +373,18 @@ async fn a_budget_with_no_disruption_left_keeps_its_node() {
 
 /// Runs `web` (two 1-cpu pods, a PDB keeping one) and a controller started once both wait (one
 /// batch); returns the controller and the pods' node.
+/// The test controller's settings with drift on (off by default, as in Karpenter v0.31).
+fn drift_on() -> nodewright::settings::Settings {
+    let mut settings = crate::support::settings();
+    settings.feature_gates.drift = true;
+    settings
+}
+
 async fn two_guarded_pods(sim: &Sim) -> (Controller, String) {
     deployment(sim, "web", 2, "1", json!({})).await;
     sim.add_pdb("web", 1).await;
     sim.unschedulable_pods(2).await;
-    let controller = sim.controller();
+    let controller = sim.controller_with_settings(drift_on());
     let nodes = settled_on(sim, "web", 2).await;
     assert_eq!(nodes.len(), 1);
     (controller, nodes.into_iter().next().expect("a node"))
@@ -496,7 +503,7 @@ async fn a_node_drifts_when_its_ami_changes() {
     sim.apply_provisioner(on_demand(json!({}))).await;
     deployment(&sim, "web", 2, "1", json!({})).await;
     sim.unschedulable_pods(2).await;
-    let controller = sim.controller();
+    let controller = sim.controller_with_settings(drift_on());
     // The template moves to a new image before the node has even registered.
     let instance = sim
         .eventually("an instance is launched", || async {

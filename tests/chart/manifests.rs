@@ -186,7 +186,10 @@ fn the_controller_accepts_the_settings_the_chart_gives_it() {
     assert_eq!(args.settings.cluster_name, CLUSTER);
     assert_eq!(args.system_namespace.as_deref(), Some(NAMESPACE));
     assert!(args.settings.leader_elect);
-    assert!(args.settings.feature_gates.drift);
+    assert!(
+        !args.settings.feature_gates.drift,
+        "off by default, as in v0.27-v0.31"
+    );
     assert_eq!(args.settings.batch_idle_duration.as_secs(), 1);
     assert_eq!(args.settings.batch_max_duration.as_secs(), 10);
     assert_eq!(args.settings.cluster_endpoint, None);
@@ -201,7 +204,7 @@ fn the_controller_accepts_the_settings_the_chart_gives_it() {
         "settings.batchIdleDuration=2s",
         "settings.batchMaxDuration=30s",
         "settings.vmMemoryOverheadPercent=0.1",
-        "settings.featureGates.drift=false",
+        "settings.featureGates.drift=true",
         "metricsPort=9090",
         "logLevel=debug",
         "logFormat=text",
@@ -224,7 +227,7 @@ fn the_controller_accepts_the_settings_the_chart_gives_it() {
     assert_eq!(settings.batch_idle_duration.as_secs(), 2);
     assert_eq!(settings.batch_max_duration.as_secs(), 30);
     assert_eq!(settings.vm_memory_overhead_percent, 0.1);
-    assert!(!settings.feature_gates.drift);
+    assert!(settings.feature_gates.drift);
     assert_eq!(settings.metrics_port, 9090);
     let container = controller(&tuned);
     let metrics_port = container
