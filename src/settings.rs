@@ -94,8 +94,9 @@ pub enum RebalanceAction {
     Drain,
 }
 
-/// Switches for behaviour that can be turned off, with Karpenter's gate names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Switches for behaviour that can be turned on or off, with Karpenter's gate names; all off by
+/// default, as in Karpenter v0.27-v0.31.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeatureGates {
     /// Replace nodes that no longer match their provisioner or node template.
     pub drift: bool,
@@ -103,14 +104,7 @@ pub struct FeatureGates {
     pub spot_to_spot_consolidation: bool,
 }
 
-impl Default for FeatureGates {
-    fn default() -> Self {
-        FeatureGates {
-            drift: false,
-            spot_to_spot_consolidation: false,
-        }
-    }
-}
+
 
 const GATE_DRIFT: &str = "Drift";
 const GATE_SPOT_TO_SPOT: &str = "SpotToSpotConsolidation";
