@@ -104,8 +104,6 @@ pub struct FeatureGates {
     pub spot_to_spot_consolidation: bool,
 }
 
-
-
 const GATE_DRIFT: &str = "Drift";
 const GATE_SPOT_TO_SPOT: &str = "SpotToSpotConsolidation";
 
