@@ -23,6 +23,7 @@ use crate::apis::common::CONDITION_TRUE;
 use crate::cloudprovider::{CloudProviderError, DeleteStatus, MachineId};
 use crate::controllers::context::Context;
 use crate::controllers::error::ControllerError;
+use crate::controllers::events::{pod_reference, reference};
 use crate::controllers::work::{Outcome, Work};
 use crate::controllers::write;
 use crate::state::{ClusterState, NodeEntry, PodEntry};
@@ -153,7 +154,7 @@ async fn release_early_pods(ctx: &Context, node: &str) -> Result<(), ControllerE
             }
         }
         ctx.events.warning(
-            crate::controllers::events::pod_reference(&key),
+            pod_reference(&key),
             REASON_NODE_NEVER_CAME,
             format!("node {node} never came up; deleting the pod so its controller recreates it"),
         );
@@ -249,7 +250,11 @@ async fn act(
                 )
                 .await;
                 match answer {
-                    Ok(Ok(_)) => ctx.metrics.pod_evicted(),
+                    Ok(Ok(_)) => {
+                        ctx.metrics.pod_evicted();
+                        ctx.events
+                            .normal(pod_reference(key), "Evicted", "Evicted pod");
+                    }
                     Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
                     // 429: a PDB allows no disruption now; try again later.
                     Ok(Err(kube::Error::Api(status))) if status.code == 429 => refused += 1,
@@ -260,6 +265,12 @@ async fn act(
                 }
             }
             if refused > 0 {
+                // Karpenter's event; repeats within the events' window are dropped.
+                ctx.events.warning(
+                    reference(&node.node),
+                    "FailedDraining",
+                    format!("Failed to drain node, {refused} pods are waiting to be evicted"),
+                );
                 return Err(ControllerError::Blocked(format!(
                     "{refused} eviction(s) from node {name} refused for now (disruption budget)"
                 )));

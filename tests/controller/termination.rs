@@ -243,6 +243,27 @@ async fn deleted_node_is_drained_within_its_pdb(not_ready: bool) {
         fewest.load(Ordering::SeqCst) >= 1,
         "the PDB (minAvailable 1) was never broken"
     );
+    // Karpenter's events: each pod says it was evicted, the node that its drain waited.
+    for pod in &running {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        sim.eventually("an Evicted event on the pod", || async {
+            support::events_about(&sim.client, &name)
+                .await
+                .contains(&("Evicted".to_string(), "Evicted pod".to_string()))
+                .then_some(())
+        })
+        .await;
+    }
+    sim.eventually("a FailedDraining event on the node", || async {
+        support::events_about(&sim.client, &old_node)
+            .await
+            .iter()
+            .any(|(reason, message)| {
+                reason == "FailedDraining" && message.contains("pods are waiting to be evicted")
+            })
+            .then_some(())
+    })
+    .await;
     // One replacement usually, two when the drain's first eviction beat the replacement's
     // batch (its pod then waits apart): either way the old instance is gone.
     assert!(
