@@ -71,15 +71,6 @@ fn resource_type(name: &str) -> String {
     name.to_lowercase().replace('-', "_")
 }
 
-/// Kubernetes units: cores for cpu, the raw value otherwise.
-fn value(resource: &str, amount: i64) -> f64 {
-    if resource == labels::RESOURCE_CPU {
-        amount as f64 / 1000.0
-    } else {
-        amount as f64
-    }
-}
-
 #[derive(Debug)]
 pub struct NodeMetrics {
     /// allocatable, pod requests, pod limits, daemon requests, daemon limits, system overhead.
@@ -173,7 +164,7 @@ impl NodeMetrics {
                     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
                     self.gauges[index]
                         .with_label_values(&refs)
-                        .set(value(resource, amount));
+                        .set(super::kubernetes_units(resource, amount));
                     now.insert((index, values));
                 }
             }
