@@ -173,7 +173,23 @@ pub enum SettingsError {
 #[error("invalid settings: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct InvalidSettings(pub Vec<SettingsError>);
 
+/// [`Settings`] alone on a command line, to read them from the environment.
+#[derive(Debug, clap::Parser)]
+struct EnvironmentOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
 impl Settings {
+    /// The settings the controller's environment variables give (`BIND_PODS`, `FEATURE_GATES`,
+    /// `BATCH_IDLE_DURATION`, …), for `cluster_name`; a bad value is an error naming it.
+    pub fn from_environment(cluster_name: &str) -> Result<Settings, String> {
+        use clap::Parser as _;
+        EnvironmentOnly::try_parse_from(["nodewright", "--cluster-name", cluster_name])
+            .map(|parsed| parsed.settings)
+            .map_err(|error| error.to_string().trim().to_string())
+    }
+
     /// The defaults for `cluster_name`, as if only `CLUSTER_NAME` were given.
     pub fn for_cluster(cluster_name: impl Into<String>) -> Settings {
         Settings {

@@ -204,3 +204,30 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
     assert!(missing.is_empty(), "not served: {missing:?}\n{served}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_simulated_controller_reads_the_controllers_environment() {
+    let run = |name: &str, value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nodewright"))
+            .args(["simulate", "examples/tutorial/scenario.yaml", "-o", "json"])
+            .env(name, value)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("the binary runs")
+    };
+    // Karpenter's BIND_PODS, as a controller in a cluster would read it.
+    let bound = run("BIND_PODS", "true");
+    let stderr = String::from_utf8_lossy(&bound.stderr);
+    assert_eq!(bound.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Bound 4 pod(s) to node ip-192-168-"),
+        "{stderr}"
+    );
+    let refused = run("FEATURE_GATES", "Teleport=true");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown feature gate \"Teleport\""),
+        "{stderr}"
+    );
+}

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::settings::Settings;
 use crate::sim::kubelet::KubeletSettings;
 use crate::sim::scenario::{
     AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation,
@@ -45,6 +46,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Run the controller with BIND_PODS: pods are bound to their node as its instance launches.
+    /// (The in-process controller reads all of `nodewright controller`'s environment variables:
+    /// BIND_PODS, FEATURE_GATES, BATCH_IDLE_DURATION, ….)
     #[arg(long)]
     pub bind_pods: bool,
     /// With `--cloud aws`: the cluster whose instances the simulated kubelets register (a
@@ -84,7 +87,7 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             serve: args.serve,
             write_kubeconfig: args.write_kubeconfig,
             aws: AwsSimOptions {
-                cluster_name: args.cluster_name,
+                cluster_name: args.cluster_name.clone(),
                 ..AwsSimOptions::default()
             },
             kubelet: KubeletSettings {
@@ -116,8 +119,16 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let hook =
-            (!args.no_controller).then(|| controller_hook_with(metrics.clone(), args.bind_pods));
+        // The in-process controller reads the environment `nodewright controller` reads.
+        let mut settings = match Settings::from_environment(&args.cluster_name) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("error: the controller's environment: {error}");
+                return ExitCode::from(ScenarioError::EXIT_CODE);
+            }
+        };
+        settings.bind_pods |= args.bind_pods;
+        let hook = (!args.no_controller).then(|| controller_hook_with(metrics.clone(), settings));
         let mut stdout = std::io::stdout();
         match simulation.run(hook, &mut stdout).await {
             Ok(report) => {

@@ -28,8 +28,10 @@ pub fn controller_hook() -> ControllerHook {
 
 /// [`controller_hook`], binding pods early (`BIND_PODS`) when `bind_pods`.
 pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
+    let mut settings = Settings::for_cluster("");
+    settings.bind_pods = bind_pods;
     match Metrics::new() {
-        Ok(metrics) => controller_hook_with(Arc::new(metrics), bind_pods),
+        Ok(metrics) => controller_hook_with(Arc::new(metrics), settings),
         Err(error) => Box::new(move |_| {
             Box::pin(async move {
                 tracing::error!(%error, "cannot register metrics; no controller runs");
@@ -38,14 +40,16 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
     }
 }
 
-/// [`controller_hook_binding_pods`], recording into `metrics` (what `/metrics` would serve).
-pub fn controller_hook_with(metrics: Arc<Metrics>, bind_pods: bool) -> ControllerHook {
+/// The controller with `settings` (as its environment gives them), recording into `metrics`
+/// (what `/metrics` would serve). The simulation decides the cluster, region and clock; the
+/// controller is the only replica.
+pub fn controller_hook_with(metrics: Arc<Metrics>, settings: Settings) -> ControllerHook {
     Box::new(move |parts: ControllerParts| {
         Box::pin(async move {
-            let mut settings = Settings::for_cluster(parts.cluster_name.clone());
+            let mut settings = settings;
+            settings.cluster_name = parts.cluster_name.clone();
             settings.region = Some(parts.region.clone());
             settings.leader_elect = false;
-            settings.bind_pods = bind_pods;
             widen_batch_windows(&mut settings, parts.clock.as_ref());
             // Its own clients, as in a cluster: its requests carry its User-Agent.
             let kube_config = identified(parts.kube_config);
