@@ -51,12 +51,19 @@ async fn seeded_fault_storms_break_no_invariant() {
         .buffer_unordered(parallel);
     while let Some(report) = reports.next().await {
         let injected: u64 = report.faults.values().sum();
+        // Each trial's faults by kind on its own line, so a long run stopped early keeps them.
+        let kinds: Vec<String> = report
+            .faults
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect();
         println!(
-            "chaos seed {} ({}): {:.0} s, {injected} faults, {} violation kinds",
+            "chaos seed {} ({}): {:.0} s, {injected} faults, {} violation kinds [{}]",
             report.seed,
             report.summary,
             report.elapsed.as_secs_f64(),
-            report.violations.len()
+            report.violations.len(),
+            kinds.join("; ")
         );
         for (kind, count) in &report.faults {
             *faults.entry(kind).or_default() += count;
