@@ -463,3 +463,49 @@ async fn a_node_templates_status_lists_its_subnets_security_groups_and_images() 
     controller.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_left_pending_for_want_of_capacity_launches_once_the_offerings_come_back() {
+    use nodewright_scheduling::instance_type::CapacityType;
+
+    let sim = Sim::start().await;
+    sim.apply_provisioner(provisioner(
+        "default",
+        json!({"requirements": [
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["c5.large"]},
+        ]}),
+    ))
+    .await;
+    for zone in ["a", "b", "c", "d", "e", "f"] {
+        sim.cloud.set_no_capacity(
+            "c5.large",
+            &format!("us-east-1{zone}"),
+            CapacityType::OnDemand,
+        );
+    }
+    sim.add_deployment("web", 1, "1").await;
+    sim.unschedulable_pods(1).await;
+    let controller = sim.controller();
+    sim.eventually("the offerings are held out", || async {
+        let unavailable = sim.cloud.unavailable_offerings();
+        ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .any(|zone| {
+                unavailable.is_unavailable(
+                    "c5.large",
+                    &format!("us-east-1{zone}"),
+                    CapacityType::OnDemand,
+                )
+            })
+            .then_some(())
+    })
+    .await;
+    // EC2 has capacity again; nothing in the cluster changes. Once the hold-out (3 min) passes,
+    // the waiting pod is planned again and launched.
+    sim.cloud.clear_no_capacity();
+    let running = sim.running_pods(1).await;
+    assert!(node_of(&running[0]).is_some());
+    controller.stop().await;
+    sim.stop().await;
+}

@@ -29,6 +29,11 @@ pub const REASON_INVALID_TEMPLATE: &str = "InvalidNodeTemplate";
 /// `karpenter_machines_created{reason}` of machines this loop creates.
 const CREATED_FOR_PROVISIONING: &str = "provisioning";
 
+/// Pods still waiting after a batch are planned again this often (simulated time) while nothing
+/// else brings them back: an offering held out after insufficient capacity returns after 3 min,
+/// and nothing in the cluster changes when it does.
+const RECHECK_WAITING: Duration = Duration::from_secs(30);
+
 /// Each provisioner's instance types, and why a provisioner has none.
 type ResolvedTypes = (InstanceTypesByProvisioner, BTreeMap<String, String>);
 
@@ -46,10 +51,19 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
     let mut idle_logged = false;
     let mut prefetch: Option<tokio::task::JoinHandle<ResolvedTypes>> = None;
+    let mut recheck_at: Option<SystemTime> = None;
     loop {
         let now = ctx.clock.now();
         for key in ctx.state.take_new_pods() {
             batcher.add(key, now);
+        }
+        if recheck_at.is_some_and(|at| at <= now) {
+            recheck_at = None;
+            if batcher.is_empty() {
+                for key in provisionable_keys(&ctx) {
+                    batcher.add(key, now);
+                }
+            }
         }
         let capacity = changes.borrow_and_update().capacity;
         if capacity != seen_capacity {
@@ -94,6 +108,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             for key in retry {
                 batcher.add(key, now);
             }
+            recheck_at = (!provisionable_keys(&ctx).is_empty()).then(|| now + RECHECK_WAITING);
             idle_logged = false;
             continue;
         }
@@ -101,7 +116,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             tracing::info!("Waiting for unschedulable pods");
             idle_logged = true;
         }
-        let deadline = batcher.deadline();
+        let deadline = match (batcher.deadline(), recheck_at) {
+            (Some(batch), Some(recheck)) => Some(batch.min(recheck)),
+            (batch, recheck) => batch.or(recheck),
+        };
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => {
                 if let Some(task) = prefetch {
