@@ -21,8 +21,10 @@ use crate::workload::{self, GUARDED_REPLICAS, ProvisionerShape, SCALED};
 /// An instance may live this long without a Machine and a Node: the GC's 30 s grace, its 10 s
 /// period, and room for a launch whose Machine write was slowed by the faults.
 const ORPHAN_GRACE: Duration = Duration::from_secs(90);
-/// How long a wave may take to settle once the faults stop.
-const SETTLE: Duration = Duration::from_secs(240);
+/// How long a wave may take to settle once the faults stop: longer than an offering held out
+/// for insufficient capacity (3 min) plus the 30 s until waiting pods are planned again and a
+/// launch, since a pod may legitimately wait that long when every offering it fits was held out.
+const SETTLE: Duration = Duration::from_secs(420);
 /// Pods left pending at the limit for this long are the limit's doing, not ours.
 const AT_LIMIT_FOR: Duration = Duration::from_secs(20);
 /// The biggest pod fits a node of this many vCPUs: headroom this large means capacity could exist.
