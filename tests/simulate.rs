@@ -165,8 +165,12 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
     )
     .expect("the scenario is written");
     let metrics_file = dir.join("metrics.txt");
+    // At a tenth of the default pace: the 5 m timeouts are 30 s of real time, ample on a
+    // machine whose cores are busy.
     let (code, stdout, stderr) = simulate(&[
         scenario.to_str().expect("a UTF-8 path"),
+        "--speed",
+        "10",
         "--metrics",
         metrics_file.to_str().expect("a UTF-8 path"),
     ]);
@@ -209,7 +213,9 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
 fn the_simulated_controller_reads_the_controllers_environment() {
     let run = |name: &str, value: &str| {
         Command::new(env!("CARGO_BIN_EXE_nodewright"))
+            // A slower pace than the default, so the 5 m timeouts are 30 s of real time.
             .args(["simulate", "examples/tutorial/scenario.yaml", "-o", "json"])
+            .args(["--speed", "10"])
             .env(name, value)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()

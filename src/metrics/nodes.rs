@@ -4,7 +4,7 @@
 //! phase, and one label per well-known node label: the key's part after `/`, lowercased, `-` as
 //! `_` (`zone`, `instance_type`, `capacity_type`, `instance_family`, …), empty when unset.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use nodewright_scheduling::labels;
@@ -75,8 +75,8 @@ fn resource_type(name: &str) -> String {
 pub struct NodeMetrics {
     /// allocatable, pod requests, pod limits, daemon requests, daemon limits, system overhead.
     gauges: [GaugeVec; 6],
-    /// Label values of every series set last time, by gauge, so those of gone nodes go.
-    series: Mutex<BTreeSet<(usize, Vec<String>)>>,
+    /// The series set last time, by node, so those of gone nodes go.
+    series: Mutex<HashMap<String, NodeSeries>>,
 }
 
 impl NodeMetrics {
@@ -118,13 +118,14 @@ impl NodeMetrics {
                     "A node's capacity less its allocatable (kubelet and system reservations), by resource type.",
                 )?,
             ],
-            series: Mutex::new(BTreeSet::new()),
+            series: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Sets every node's series; those of nodes (or resources) no longer there go.
+    /// Sets every node's series; those of nodes (or resources, or label values) no longer there
+    /// go. A node's label values are owned once per pass, not once per series.
     pub fn set(&self, nodes: &[NodeResources]) {
-        let mut now = BTreeSet::new();
+        let mut now: HashMap<String, NodeSeries> = HashMap::with_capacity(nodes.len());
         for node in nodes {
             let provisioner = node
                 .labels
@@ -146,6 +147,7 @@ impl NodeMetrics {
                 &node.daemon_limits,
                 &overhead,
             ];
+            let mut set = BTreeSet::new();
             for (index, resources) in figures.into_iter().enumerate() {
                 // Requests and limits show cpu and memory even at zero, so a dashboard's join
                 // on them finds nodes without daemonsets or pods (Karpenter leaves them out).
@@ -159,22 +161,43 @@ impl NodeMetrics {
                     Vec::new()
                 };
                 for (resource, amount) in resources.iter().chain(zeros) {
-                    let mut values = vec![resource_type(resource)];
-                    values.extend(common.iter().cloned());
-                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    let resource_type = resource_type(resource);
                     self.gauges[index]
-                        .with_label_values(&refs)
+                        .with_label_values(&label_values(&resource_type, &common))
                         .set(super::kubernetes_units(resource, amount));
-                    now.insert((index, values));
+                    set.insert((index, resource_type));
+                }
+            }
+            now.insert(node.name.clone(), NodeSeries { common, set });
+        }
+        let mut series = lock(&self.series);
+        for (name, before) in series.iter() {
+            let after = now.get(name);
+            for (index, resource_type) in &before.set {
+                let kept = after.is_some_and(|after| {
+                    after.common == before.common
+                        && after.set.contains(&(*index, resource_type.clone()))
+                });
+                if !kept {
+                    // Absent already is fine: the series is gone either way.
+                    let _ = self.gauges[*index]
+                        .remove_label_values(&label_values(resource_type, &before.common));
                 }
             }
         }
-        let mut series = lock(&self.series);
-        for (index, values) in series.difference(&now) {
-            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-            // Absent already is fine: the series is gone either way.
-            let _ = self.gauges[*index].remove_label_values(&refs);
-        }
         *series = now;
     }
+}
+
+/// The series one node has: its label values after `resource_type`, and (gauge, resource type).
+#[derive(Debug)]
+struct NodeSeries {
+    common: Vec<String>,
+    set: BTreeSet<(usize, String)>,
+}
+
+fn label_values<'a>(resource_type: &'a str, common: &'a [String]) -> Vec<&'a str> {
+    std::iter::once(resource_type)
+        .chain(common.iter().map(String::as_str))
+        .collect()
 }

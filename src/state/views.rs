@@ -44,6 +44,13 @@ impl ClusterState {
     /// Pods waiting for a node nodewright could launch, by `namespace/name`: the unschedulable
     /// ones, and those on nodes being deleted (their capacity is launched before the drain
     /// evicts them, as Karpenter does).
+    /// Whether [`ClusterState::provisionable_pods`] has any, without collecting them.
+    pub fn has_provisionable_pods(&self) -> bool {
+        self.pods
+            .values()
+            .any(|e| e.provisionable || self.must_move(e))
+    }
+
     pub fn provisionable_pods(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self
             .pods

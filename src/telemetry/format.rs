@@ -69,7 +69,10 @@ const LOGGERS: [(&str, &str); 10] = [
 /// The logger name for a `tracing` target.
 pub fn logger_name(target: &str) -> Cow<'_, str> {
     for (module, logger) in LOGGERS {
-        if target == module || target.starts_with(&format!("{module}::")) {
+        let within = target
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
+        if within {
             return Cow::Borrowed(logger);
         }
     }

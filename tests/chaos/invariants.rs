@@ -220,12 +220,16 @@ impl Snapshot {
             .collect()
     }
 
-    /// Nodes nodewright manages (labelled with a provisioner).
     pub fn managed_nodes(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.labels().contains_key("karpenter.sh/provisioner-name"))
-            .map(|n| n.name_any())
-            .collect()
+        managed_nodes(&self.nodes)
     }
+}
+
+/// Nodes nodewright manages (labelled with a provisioner), by name.
+pub fn managed_nodes(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n.labels().contains_key("karpenter.sh/provisioner-name"))
+        .map(|n| n.name_any())
+        .collect()
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::apiproxy::Weather;
 use crate::cluster::Cluster;
-use crate::invariants::{Snapshot, snapshot};
+use crate::invariants::{Snapshot, managed_nodes, snapshot};
 use crate::rng::Rng;
 use crate::support::proxy::Fault;
 use crate::workload::{self, GUARDED_REPLICAS, ProvisionerShape, SCALED};
@@ -386,13 +386,7 @@ async fn delete_a_node(cluster: &Cluster, rng: &mut Rng) -> bool {
     let Ok(list) = nodes.list(&Default::default()).await else {
         return false;
     };
-    let managed: Vec<String> = Snapshot {
-        machines: Vec::new(),
-        nodes: list.items,
-        pods: Vec::new(),
-        instances: Vec::new(),
-    }
-    .managed_nodes();
+    let managed = managed_nodes(&list.items);
     if managed.is_empty() {
         return false;
     }

@@ -2,7 +2,7 @@
 //! in step with what it launched, raises an Event when a limit is reached, and keeps the
 //! provisioner, cost and pod state metrics current.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,25 +43,29 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Pods seen pending, by uid, and when: each one's startup is observed once it runs.
+/// Pods seen pending, by uid, and when: each one's startup is observed once it runs. Each entry
+/// carries the pass that last saw it, so pods gone are swept without a set of every uid.
 #[derive(Default)]
 struct Startups {
-    pending_since: HashMap<String, SystemTime>,
+    pending_since: HashMap<String, (SystemTime, u64)>,
+    pass: u64,
 }
 
 impl Startups {
     fn observe(&mut self, state: &ClusterState, ctx: &Context) {
         let now = ctx.clock.now();
-        let mut present = HashSet::new();
+        self.pass += 1;
         for entry in state.pods() {
             let uid = &entry.pod.uid;
-            present.insert(uid.as_str());
             match &*entry.phase {
                 "Pending" => {
-                    self.pending_since.entry(uid.clone()).or_insert(now);
+                    self.pending_since
+                        .entry(uid.clone())
+                        .or_insert((now, self.pass))
+                        .1 = self.pass;
                 }
                 "Running" => {
-                    if let Some(since) = self.pending_since.remove(uid) {
+                    if let Some((since, _)) = self.pending_since.remove(uid) {
                         ctx.metrics
                             .pod_started(now.duration_since(since).unwrap_or_default());
                     }
@@ -71,8 +75,8 @@ impl Startups {
                 }
             }
         }
-        self.pending_since
-            .retain(|uid, _| present.contains(uid.as_str()));
+        let pass = self.pass;
+        self.pending_since.retain(|_, (_, seen)| *seen == pass);
     }
 }
 

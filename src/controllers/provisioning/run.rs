@@ -108,7 +108,11 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             for key in retry {
                 batcher.add(key, now);
             }
-            recheck_at = (!provisionable_keys(&ctx).is_empty()).then(|| now + RECHECK_WAITING);
+            recheck_at = ctx
+                .state
+                .read()
+                .has_provisionable_pods()
+                .then(|| now + RECHECK_WAITING);
             idle_logged = false;
             continue;
         }
