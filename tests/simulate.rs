@@ -206,6 +206,13 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
         .map(|(from, name)| format!("{name} (read by {from})"))
         .collect();
     assert!(missing.is_empty(), "not served: {missing:?}\n{served}");
+    // Every pod that waited for a node is one startup: four, then two.
+    assert!(
+        served
+            .lines()
+            .any(|line| line == "karpenter_pods_startup_time_seconds_count 6"),
+        "{served}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -122,6 +122,7 @@ impl Manager {
             while loops.join_next().await.is_some() {}
             self.running.send_replace(false);
             if *shutdown.borrow() {
+                counter::run::refresh_metrics(&ctx);
                 break;
             }
         }

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use nodewright_scheduling::labels;
@@ -314,9 +316,10 @@ impl Kubelets {
             };
             chores.push((chore, pod.namespace().unwrap_or_default(), pod.name_any()));
         }
+        let now = self.clock.now();
         let done = chores.into_iter().map(|(chore, namespace, name)| {
             let client = self.client.clone();
-            async move { chore.carry_out(client, namespace, name).await }
+            async move { chore.carry_out(client, namespace, name, now).await }
         });
         let done: Vec<Option<(PodChore, String)>> = stream::iter(done)
             .buffer_unordered(WRITES_IN_FLIGHT)
@@ -351,6 +354,7 @@ impl PodChore {
         client: Client,
         namespace: String,
         name: String,
+        now: SystemTime,
     ) -> Result<Option<(PodChore, String)>, KubeletError> {
         let key = format!("{namespace}/{name}");
         let api: Api<Pod> = Api::namespaced(client, &namespace);
@@ -360,10 +364,16 @@ impl PodChore {
                 .await
                 .map(|_| ()),
             PodChore::Start => {
-                let conditions: Vec<_> =
-                    ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
-                        .map(|kind| json!({"type": kind, "status": "True"}))
-                        .into();
+                // The transition time is what startup metrics measure to.
+                let since = Time(Timestamp::try_from(now).unwrap_or(Timestamp::UNIX_EPOCH));
+                let conditions: Vec<_> = [
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                ]
+                .map(|kind| json!({"type": kind, "status": "True", "lastTransitionTime": since}))
+                .into();
                 let patch = json!({"status": {"phase": "Running", "conditions": conditions}});
                 api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
                     .await

@@ -14,6 +14,7 @@ mod limits;
 mod nominations;
 mod report;
 pub mod shrink;
+mod startups;
 mod views;
 pub mod watch;
 
@@ -123,6 +124,7 @@ pub struct ClusterState {
     label_sets: Interner<BTreeMap<String, String>>,
     placements: Interner<PodPlacement>,
     strings: Interner<str>,
+    startups: startups::Startups,
 }
 
 /// `namespace/name`, the key of namespaced objects.
@@ -151,6 +153,7 @@ impl ClusterState {
     pub fn apply_pod(&mut self, pod: &k8s::Pod) -> Result<(), ConvertError> {
         let key: Arc<str> = Arc::from(namespaced_key(&pod.metadata));
         self.unindex_pod(&key);
+        self.startups.update(&key, pod);
         let invalid_key = format!("pod {key}");
         let core = match convert::pod::pod(pod) {
             Ok(mut core) => {
@@ -180,7 +183,14 @@ impl ClusterState {
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
         let key = object_key(namespace, name);
         self.unindex_pod(&key);
+        self.startups.forget(&key);
         self.invalid.remove(&format!("pod {key}"));
+    }
+
+    /// How long each pod that started since the last call took, from its creation until it
+    /// was Ready (`karpenter_pods_startup_time_seconds`).
+    pub fn take_startups(&mut self) -> Vec<std::time::Duration> {
+        self.startups.take()
     }
 
     fn unindex_pod(&mut self, key: &str) {

@@ -2,9 +2,9 @@
 //! in step with what it launched, raises an Event when a limit is reached, and keeps the
 //! provisioner, cost and pod state metrics current.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -18,7 +18,6 @@ use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::controllers::events::reference;
 use crate::controllers::write;
-use crate::state::ClusterState;
 
 /// Bursts of changes are folded into one pass at most this often (simulated time).
 const SETTLE: Duration = Duration::from_millis(500);
@@ -27,10 +26,9 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut changes = ctx.state.changed();
     let mut known: BTreeSet<String> = BTreeSet::new();
-    let mut startups = Startups::default();
     loop {
         changes.borrow_and_update();
-        sync(&ctx, &mut known, &mut startups).await;
+        sync(&ctx, &mut known).await;
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             changed = changes.changed() => {
@@ -43,53 +41,31 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Pods seen pending, by uid, and when: each one's startup is observed once it runs. Each entry
-/// carries the pass that last saw it, so pods gone are swept without a set of every uid.
-#[derive(Default)]
-struct Startups {
-    pending_since: HashMap<String, (SystemTime, u64)>,
-    pass: u64,
+/// Brings the gauges up to the cache's last word once more, as the controller stops: the loops
+/// are aborted mid-wait, and `simulate --metrics` writes out what they show.
+pub fn refresh_metrics(ctx: &Context) {
+    let _ = refresh(ctx, &mut BTreeSet::new());
 }
 
-impl Startups {
-    fn observe(&mut self, state: &ClusterState, ctx: &Context) {
-        let now = ctx.clock.now();
-        self.pass += 1;
-        for entry in state.pods() {
-            let uid = &entry.pod.uid;
-            match &*entry.phase {
-                "Pending" => {
-                    self.pending_since
-                        .entry(uid.clone())
-                        .or_insert((now, self.pass))
-                        .1 = self.pass;
-                }
-                "Running" => {
-                    if let Some((since, _)) = self.pending_since.remove(uid) {
-                        ctx.metrics
-                            .pod_started(now.duration_since(since).unwrap_or_default());
-                    }
-                }
-                _ => {
-                    self.pending_since.remove(uid);
-                }
-            }
-        }
-        let pass = self.pass;
-        self.pending_since.retain(|_, (_, seen)| *seen == pass);
-    }
+async fn sync(ctx: &Context, known: &mut BTreeSet<String>) {
+    let writes = refresh(ctx, known);
+    write_statuses(ctx, writes).await;
 }
 
-async fn sync(ctx: &Context, known: &mut BTreeSet<String>, startups: &mut Startups) {
+/// Sets the gauges from the cache (`known`: the provisioners of the last pass, whose series go
+/// with them) and returns the provisioner statuses that need writing.
+fn refresh(ctx: &Context, known: &mut BTreeSet<String>) -> Vec<(Provisioner, ProvisionerStatus)> {
     let types = ctx.known_instance_types();
     let now = Time(Timestamp::try_from(ctx.clock.now()).unwrap_or(Timestamp::UNIX_EPOCH));
-    let writes: Vec<(Provisioner, ProvisionerStatus)> = {
-        let state = ctx.state.read();
+    {
+        let mut state = ctx.state.read();
         let usage = state.provisioner_usage(&types);
         let cost = state.cost_per_hour(&types);
         ctx.metrics.set_pods_state(&state.pod_state_counts());
         ctx.metrics.set_node_resources(&state.node_resources());
-        startups.observe(&state, ctx);
+        for took in state.take_startups() {
+            ctx.metrics.pod_started(took);
+        }
         let mut present = BTreeSet::new();
         let mut writes = Vec::new();
         for entry in state.provisioners() {
@@ -118,7 +94,10 @@ async fn sync(ctx: &Context, known: &mut BTreeSet<String>, startups: &mut Startu
         }
         *known = present;
         writes
-    };
+    }
+}
+
+async fn write_statuses(ctx: &Context, writes: Vec<(Provisioner, ProvisionerStatus)>) {
     let api: Api<Provisioner> = Api::all(ctx.client.clone());
     for (provisioner, status) in writes {
         let name = provisioner.metadata.name.clone().unwrap_or_default();
