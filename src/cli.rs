@@ -59,7 +59,7 @@ pub struct PlanArgs {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
     /// Price file: `{"region", "onDemand": {type: usd}, "spot": {zone: {type: usd}}}`.
-    /// Without it, instance types are ranked by size.
+    /// Without it, the embedded on-demand list prices, spot estimated at 40% of on-demand.
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Region to plan in (default: the price file's, else us-east-1).

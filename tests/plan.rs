@@ -251,16 +251,31 @@ fn daemonset_overhead_is_reserved_on_new_nodes() {
 }
 
 #[test]
-fn without_prices_the_plan_ranks_by_size_and_says_so() {
+fn without_a_price_file_the_plan_prices_from_the_list_prices_and_marks_spot_estimates() {
     let plan = plan_json("examples/plan/tutorial.yaml", &[]);
+    assert_eq!(plan["pricesKnown"], true);
+    let total = plan["totalPricePerHour"].as_f64().unwrap_or_default();
+    assert!(total > 0.0, "{plan}");
+    let tutorial = repo("examples/plan/tutorial.yaml");
+    let table = nodewright(&["plan", "-f", tutorial.to_str().unwrap_or_default()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    // The tutorial's provisioner is spot-only: every node's price is an estimate, and says so.
+    assert!(text.contains(&format!("~{total:.4} est.")), "{text}");
+    assert!(text.contains("estimated at 40% of on-demand"), "{text}");
+}
+
+#[test]
+fn in_a_region_without_list_prices_the_plan_ranks_by_size_and_says_so() {
+    let plan = plan_json("examples/plan/tutorial.yaml", &["--region", "eu-west-1"]);
     assert_eq!(plan["pricesKnown"], false);
     assert_eq!(plan["nodes"].as_array().map(Vec::len), Some(1));
+    let tutorial = repo("examples/plan/tutorial.yaml");
     let table = nodewright(&[
         "plan",
         "-f",
-        repo("examples/plan/tutorial.yaml")
-            .to_str()
-            .unwrap_or_default(),
+        tutorial.to_str().unwrap_or_default(),
+        "--region",
+        "eu-west-1",
     ]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("prices unknown"), "{text}");

@@ -90,6 +90,38 @@ fn prices_given_on_the_command_line_price_the_launch() {
 }
 
 #[test]
+fn without_a_price_file_the_tutorial_prices_its_launch_from_the_embedded_list_prices() {
+    let (code, stdout, stderr) = simulate(&["examples/tutorial/scenario.yaml", "-o", "json"]);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let expecting = stderr
+        .lines()
+        .find(|line| line.contains("Created machine, expecting"))
+        .unwrap_or_else(|| panic!("no machine created:\n{stderr}"));
+    // The tutorial asks for spot, whose price offline is an estimate and says so.
+    let price = expecting
+        .split(" at ~$")
+        .nth(1)
+        .and_then(|rest| rest.split("/h est.").next())
+        .and_then(|figure| figure.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("an estimated price: {expecting}"));
+    assert!(price > 0.0, "{expecting}");
+    // A current-generation type, as a list price ranks it.
+    let instance_type = expecting
+        .split("expecting ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default();
+    let generation: u32 = instance_type
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0);
+    assert!(generation >= 5, "{expecting}");
+}
+
+#[test]
 fn a_missing_price_file_is_bad_input() {
     let args = [
         "examples/tutorial/scenario.yaml",

@@ -42,7 +42,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
     /// A price file (`{"region", "onDemand", "spot"}`, as `nodewright plan --prices` takes),
-    /// instead of the scenario's own `prices:`; without either, nothing has a price.
+    /// instead of the scenario's own `prices:`; without either, the embedded on-demand list
+    /// prices, spot estimated at 40% of on-demand.
     #[arg(long)]
     pub prices: Option<PathBuf>,
     /// Run the controller with BIND_PODS: pods are bound to their node as its instance launches.

@@ -62,6 +62,7 @@ pub struct FakeCloudProvider {
     clock: Arc<dyn Clock>,
     unavailable: UnavailableOfferings,
     state: Mutex<State>,
+    estimates_spot_prices: bool,
 }
 
 fn capacity_label(capacity_type: CapacityType) -> &'static str {
@@ -80,7 +81,14 @@ impl FakeCloudProvider {
             unavailable: UnavailableOfferings::new(clock.clone(), UNAVAILABLE_OFFERINGS_TTL),
             clock,
             state: Mutex::new(State::default()),
+            estimates_spot_prices: false,
         }
+    }
+
+    /// Says its spot prices are estimates (see [`CloudProvider::estimates_spot_prices`]).
+    pub fn with_estimated_spot_prices(mut self, estimated: bool) -> Self {
+        self.estimates_spot_prices = estimated;
+        self
     }
 
     /// A provider offering the embedded catalog's types of `region`, priced from `prices`.
@@ -90,7 +98,8 @@ impl FakeCloudProvider {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, CatalogError> {
         let types = Catalog::embedded()?.instance_types(region, prices)?;
-        Ok(Self::new(types, region, clock))
+        let estimated = prices.is_some_and(|p| p.spot_estimate.is_some());
+        Ok(Self::new(types, region, clock).with_estimated_spot_prices(estimated))
     }
 
     /// Launches of this offering fail with `InsufficientInstanceCapacity` until cleared.
@@ -464,6 +473,10 @@ impl CloudProvider for FakeCloudProvider {
 
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    fn estimates_spot_prices(&self) -> bool {
+        self.estimates_spot_prices
     }
 }
 

@@ -84,4 +84,10 @@ pub trait CloudProvider: Send + Sync {
 
     /// A short name for logs and metric labels (`aws`, `fake`).
     fn name(&self) -> &'static str;
+
+    /// Whether spot prices are an estimate (offline, from the on-demand list prices), so that
+    /// what prints them says so.
+    fn estimates_spot_prices(&self) -> bool {
+        false
+    }
 }

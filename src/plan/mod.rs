@@ -26,7 +26,8 @@ pub struct CatalogSource {
     pub instance_types: Option<PathBuf>,
     /// DescribeInstanceTypeOfferings output replacing the embedded offerings.
     pub offerings: Option<PathBuf>,
-    /// A price file (`{"region", "onDemand", "spot"}`).
+    /// A price file (`{"region", "onDemand", "spot"}`); without one, the embedded list prices
+    /// (spot estimated).
     pub prices: Option<PathBuf>,
     /// The region to plan in; defaults to the price file's, else us-east-1.
     pub region: Option<String>,
@@ -34,12 +35,15 @@ pub struct CatalogSource {
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// Instance types with offerings (and prices, when a price file is given) for one region.
+/// Instance types with offerings, priced, for one region.
 #[derive(Debug)]
 pub struct Offerings {
     pub region: String,
     pub instance_types: Vec<Arc<InstanceType>>,
-    /// `None` without a price file: everything is ranked by size.
+    /// The prices applied: the price file's, else the embedded list prices; `None` when the
+    /// region has neither, and everything is ranked by size.
+    pub prices: Option<PriceTable>,
+    /// What `prices` lacked.
     pub price_gaps: Option<PriceGaps>,
 }
 
@@ -95,11 +99,18 @@ impl CatalogSource {
             }
             .into());
         }
+        let prices = match prices {
+            Some(table) => Some(table),
+            None => PriceTable::embedded(&region)?,
+        };
         let mut instance_types = catalog.instance_types(&region, None)?;
-        let price_gaps = prices.map(|table| table.apply(&mut instance_types));
+        let price_gaps = prices
+            .as_ref()
+            .map(|table| table.apply(&mut instance_types));
         Ok(Offerings {
             region,
             instance_types: instance_types.into_iter().map(Arc::new).collect(),
+            prices,
             price_gaps,
         })
     }
@@ -112,6 +123,8 @@ pub struct PlanReport {
     pub region: String,
     /// Why prices are incomplete, when they are ("no price file" or what the file lacked).
     pub price_note: Option<String>,
+    /// Spot offerings without a spot price were estimated (see [`PriceTable::spot_estimate`]).
+    pub spot_estimated: bool,
 }
 
 /// Plan `input` against `offerings`.
@@ -131,13 +144,21 @@ pub fn plan(
     )?;
     let plan = placement.complete(schedule(&placement.schedule));
     let price_note = match &offerings.price_gaps {
-        None => Some("no price file given (--prices): nodes are ranked by size".to_string()),
+        None => Some(format!(
+            "no prices for {}: the embedded list prices do not cover it and no --prices file \
+             was given; nodes are ranked by size",
+            offerings.region
+        )),
         Some(gaps) => gaps.summary(),
     };
     Ok(PlanReport {
         plan,
         region: offerings.region.clone(),
         price_note,
+        spot_estimated: offerings
+            .price_gaps
+            .as_ref()
+            .is_some_and(|gaps| gaps.spot_estimated > 0),
     })
 }
 

@@ -34,7 +34,11 @@ pub fn table(report: &PlanReport) -> String {
                     node.instance_type.clone(),
                     node.zone.clone(),
                     capacity_type(node.capacity_type).to_string(),
-                    price(plan, node.price_per_hour),
+                    price(
+                        plan,
+                        node.price_per_hour,
+                        report.spot_estimated && node.capacity_type == CapacityType::Spot,
+                    ),
                     node.pods.len().to_string(),
                     abbreviate(&node.instance_types, CANDIDATES_SHOWN),
                 ]
@@ -117,11 +121,11 @@ fn capacity_type(capacity_type: CapacityType) -> &'static str {
     }
 }
 
-fn price(plan: &Plan, per_hour: f64) -> String {
-    if plan.prices_known {
-        format!("{per_hour:.4}")
-    } else {
-        "-".to_string()
+fn price(plan: &Plan, per_hour: f64, estimated: bool) -> String {
+    match (plan.prices_known, estimated) {
+        (false, _) => "-".to_string(),
+        (true, false) => format!("{per_hour:.4}"),
+        (true, true) => format!("~{per_hour:.4} est."),
     }
 }
 

@@ -428,6 +428,10 @@ impl CloudProvider for AwsCloudProvider {
     fn name(&self) -> &'static str {
         "aws"
     }
+
+    fn estimates_spot_prices(&self) -> bool {
+        self.pricing.estimates_spot()
+    }
 }
 
 impl std::fmt::Debug for AwsCloudProvider {

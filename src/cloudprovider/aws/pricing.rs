@@ -142,6 +142,13 @@ impl Pricing {
         }
     }
 
+    /// Whether spot prices come from an estimate rather than a price source.
+    pub fn estimates_spot(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_some_and(|f| f.spot_estimate.is_some())
+    }
+
     /// The current price table for the region.
     pub async fn table(&self) -> PriceTable {
         if let Some(file) = &self.file {
@@ -152,6 +159,7 @@ impl Pricing {
             source: Some("AWS Pricing API and DescribeSpotPriceHistory".to_string()),
             on_demand: self.on_demand().await,
             spot: self.spot().await,
+            spot_estimate: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use nodewright_scheduling::instance_type::CapacityType;
 use nodewright_scheduling::labels;
 use nodewright_scheduling::plan::{PlannedNode, UnschedulablePod};
 use nodewright_scheduling::requirements as core;
@@ -59,6 +60,7 @@ pub struct NewMachine {
     pub pods: Vec<String>,
     /// The expected launch (the cheapest candidate), for logs and metrics.
     pub instance_type: String,
+    pub capacity_type: CapacityType,
     pub price_per_hour: f64,
 }
 
@@ -221,6 +223,7 @@ pub fn decide<'a>(
             provisioner: planned.provisioner.clone(),
             pods: planned.pods.clone(),
             instance_type: planned.instance_type.clone(),
+            capacity_type: planned.capacity_type,
             price_per_hour: planned.price_per_hour,
         });
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::ResourceExt;
+use nodewright_scheduling::instance_type::CapacityType;
 use nodewright_scheduling::{Plan, ScheduleInput, schedule};
 use tokio::sync::watch;
 
@@ -292,10 +293,12 @@ async fn create_machines(ctx: &Context, decision: &Decision) -> Vec<String> {
                 }
                 ctx.metrics
                     .machine_created(CREATED_FOR_PROVISIONING, &new.provisioner);
-                let price = if new.price_per_hour > 0.0 {
-                    format!("${:.4}/h", new.price_per_hour)
-                } else {
-                    "an unknown price".to_string()
+                let estimated =
+                    new.capacity_type == CapacityType::Spot && ctx.cloud.estimates_spot_prices();
+                let price = match (new.price_per_hour > 0.0, estimated) {
+                    (true, false) => format!("${:.4}/h", new.price_per_hour),
+                    (true, true) => format!("~${:.4}/h est.", new.price_per_hour),
+                    (false, _) => "an unknown price".to_string(),
                 };
                 tracing::info!(
                     machine = %created.name_any(),

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use clap::ValueEnum;
-use nodewright_scheduling::catalog::PriceTable;
 use nodewright_scheduling::instance_type::InstanceType;
 
 use crate::apis::node_template::AwsNodeTemplateStatus;
@@ -76,23 +75,18 @@ pub(crate) async fn build(
                 .iter()
                 .map(|t| InstanceType::clone(t))
                 .collect();
-            let fake = FakeCloudProvider::new(types, &scenario.region, clock);
+            let estimated =
+                (scenario.offerings.prices.as_ref()).is_some_and(|p| p.spot_estimate.is_some());
+            let fake = FakeCloudProvider::new(types, &scenario.region, clock)
+                .with_estimated_spot_prices(estimated);
             Ok(BuiltCloud {
                 provider: Arc::new(fake),
                 aws: None,
             })
         }
         CloudKind::Aws => {
-            let prices = match &scenario.prices {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .map_err(|error| format!("{}: {error}", path.display()))?;
-                    let table = PriceTable::from_json(&text)
-                        .map_err(|error| format!("{}: {error}", path.display()))?;
-                    Some(table)
-                }
-                None => None,
-            };
+            // The price file's, else the embedded list prices, as the fake cloud's.
+            let prices = scenario.offerings.prices.clone();
             let endpoint_url = aws
                 .endpoint_url
                 .clone()
@@ -272,5 +266,9 @@ impl CloudProvider for ObservedCloud {
 
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+
+    fn estimates_spot_prices(&self) -> bool {
+        self.inner.estimates_spot_prices()
     }
 }

@@ -59,6 +59,9 @@ pub struct NodeReport {
     /// From the cloud's offering of this type, zone and capacity type (on-demand when the node
     /// names no capacity type); `None` when no price is known.
     pub price_per_hour: Option<f64>,
+    /// The price is an estimate (spot, offline: a fraction of the on-demand list price).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub price_estimated: bool,
     /// Pods bound to the node (`namespace/name`), not finished.
     pub pods: Vec<String>,
 }
@@ -99,8 +102,13 @@ impl Report {
             0 => String::new(),
             n => format!(" + {n} node(s) at an unknown price"),
         };
+        let estimated = if self.nodes.iter().any(|n| n.price_estimated) {
+            " (spot estimated)"
+        } else {
+            ""
+        };
         let mut text = format!(
-            "{} {} node(s), {running} pod(s) on nodes, {} pending; launched {}, terminated {}; ${:.4}/hour{unpriced}\n",
+            "{} {} node(s), {running} pod(s) on nodes, {} pending; launched {}, terminated {}; ${:.4}/hour{estimated}{unpriced}\n",
             stamp(self.simulated_seconds),
             self.nodes.len(),
             self.pending_pods.len(),
@@ -111,9 +119,11 @@ impl Report {
         let width = self.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
         for node in &self.nodes {
             let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
-            let price = node
-                .price_per_hour
-                .map_or_else(|| "-".to_string(), |p| format!("${p:.4}/h"));
+            let price = match (node.price_per_hour, node.price_estimated) {
+                (None, _) => "-".to_string(),
+                (Some(p), false) => format!("${p:.4}/h"),
+                (Some(p), true) => format!("~${p:.4}/h est."),
+            };
             let _ = writeln!(
                 text,
                 "  {:<width$} {:<14} {:<12} {:<9} {:<12} {:<10} {} pod(s)",
@@ -194,6 +204,9 @@ pub(crate) async fn build(
             };
             let mut pods = on_node.remove(&node.name_any()).unwrap_or_default();
             pods.sort();
+            let price_estimated = price_per_hour.is_some()
+                && capacity_type.as_deref() == Some(labels::CAPACITY_TYPE_SPOT)
+                && cloud.estimates_spot_prices();
             NodeReport {
                 name: node.name_any(),
                 instance_type,
@@ -201,6 +214,7 @@ pub(crate) async fn build(
                 capacity_type,
                 provisioner: label(labels::PROVISIONER_NAME),
                 price_per_hour,
+                price_estimated,
                 pods,
             }
         })

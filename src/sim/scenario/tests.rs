@@ -295,6 +295,7 @@ fn node_priced(name: &str, price_per_hour: Option<f64>) -> NodeReport {
         capacity_type: Some("spot".into()),
         provisioner: Some("default".into()),
         price_per_hour,
+        price_estimated: false,
         pods: vec!["default/web-0".into()],
     }
 }
@@ -337,6 +338,24 @@ fn a_summary_with_unpriced_nodes_says_so_beside_the_known_cost() {
             .unwrap_or_default()
             .ends_with("; $0.0345/hour")
     );
+
+    let mut estimated = report(Vec::new());
+    estimated.nodes = vec![NodeReport {
+        price_estimated: true,
+        ..node_priced("a", Some(0.0345))
+    }];
+    estimated.cost_per_hour = 0.0345;
+    let text = estimated.text();
+    let mut lines = text.lines();
+    let (summary, row) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    assert!(
+        summary.ends_with("; $0.0345/hour (spot estimated)"),
+        "{summary}"
+    );
+    assert!(row.contains("~$0.0345/h est."), "{row}");
 }
 
 #[test]

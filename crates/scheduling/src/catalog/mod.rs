@@ -22,7 +22,7 @@ pub use convert::{
     kube_arch,
 };
 pub use ec2::{InstanceTypeInfo, InstanceTypeOffering};
-pub use prices::{PriceGaps, PriceTable};
+pub use prices::{PriceGaps, PriceTable, SPOT_ESTIMATE_OF_ON_DEMAND};
 
 use crate::instance_type::InstanceType;
 
@@ -32,8 +32,11 @@ const EMBEDDED_GZIP: &[u8] = include_bytes!("../../data/ec2-catalog.json.gz");
 /// Why a catalog, offerings or price file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("embedded EC2 catalog: cannot decompress: {0}")]
-    EmbeddedGzip(#[source] std::io::Error),
+    #[error("{what}: cannot decompress: {source}")]
+    EmbeddedGzip {
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// Unreadable JSON; the message carries serde's line and column.
     #[error("{what}: {source}")]
     Json {
@@ -63,6 +66,8 @@ pub enum CatalogError {
         "price table is for region \"{table}\" but instance types were asked for \"{requested}\""
     )]
     PriceRegionMismatch { table: String, requested: String },
+    #[error("price table: spotEstimate {0} is not a fraction between 0 and 1")]
+    InvalidSpotEstimate(f64),
     #[error("price table: {instance_type}{} costs {price}, not a finite non-negative number",
         zone.as_ref().map(|z| format!(" (spot, {z})")).unwrap_or_default())]
     InvalidPrice {
@@ -99,7 +104,10 @@ impl Catalog {
         let mut json = String::new();
         flate2::read::GzDecoder::new(EMBEDDED_GZIP)
             .read_to_string(&mut json)
-            .map_err(CatalogError::EmbeddedGzip)?;
+            .map_err(|source| CatalogError::EmbeddedGzip {
+                what: "embedded EC2 catalog",
+                source,
+            })?;
         let embedded: EmbeddedCatalog =
             serde_json::from_str(&json).map_err(|source| CatalogError::Json {
                 what: "embedded EC2 catalog",

@@ -480,6 +480,42 @@ fn prices_for_another_region_or_negative_prices_are_refused() {
 }
 
 #[test]
+fn the_embedded_list_prices_price_on_demand_and_estimate_spot_saying_so() {
+    let prices = PriceTable::embedded("us-east-1")
+        .expect("the embedded table decodes")
+        .expect("us-east-1 is in it");
+    assert!(prices.on_demand.len() > 1_000, "{}", prices.on_demand.len());
+    assert_eq!(prices.on_demand_price("m5.large"), Some(0.096));
+    let mut types = Catalog::embedded()
+        .expect("embedded")
+        .instance_types("us-east-1", None)
+        .expect("us-east-1");
+    let gaps = prices.apply(&mut types);
+    let m5 = find(&types, "m5.large");
+    for offering in &m5.offerings {
+        let expected = match offering.capacity_type {
+            CapacityType::OnDemand => 0.096,
+            CapacityType::Spot => 0.096 * SPOT_ESTIMATE_OF_ON_DEMAND,
+        };
+        assert_eq!(offering.price_per_hour, Some(expected), "{offering:?}");
+    }
+    assert!(gaps.spot_from_on_demand.is_empty());
+    let summary = gaps.summary().expect("the estimate is reported");
+    assert!(
+        summary.contains("estimated at 40% of on-demand"),
+        "{summary}"
+    );
+    assert_eq!(PriceTable::embedded("mars-north-1").expect("decodes"), None);
+}
+
+#[test]
+fn a_spot_estimate_outside_zero_to_one_is_refused() {
+    let err = PriceTable::from_json(r#"{"region": "us-east-1", "spotEstimate": 1.5}"#)
+        .expect_err("more than on-demand");
+    assert!(err.to_string().contains("spotEstimate 1.5"), "{err}");
+}
+
+#[test]
 fn records_fetched_in_memory_build_the_same_instance_types() {
     let record = InstanceTypeInfo {
         instance_type: "c6i.large".into(),
