@@ -104,7 +104,15 @@ fn bad_input(err: impl Into<anyhow::Error>) -> Failure {
 
 /// Parse the arguments, set up logging and run the chosen subcommand.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    // Which settings the flags and environment gave: the settings ConfigMap yields to those.
+    if let (Command::Controller(args), Some(("controller", sub))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        args.explicit = crate::settings::Settings::explicit_fields(sub);
+    }
     // The simulation stamps log lines with simulated time: it installs its own subscriber.
     if let Command::Simulate(args) = cli.command {
         return simulate::run(args, &cli.log_level);

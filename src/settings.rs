@@ -15,11 +15,14 @@ use nodewright_scheduling::allocatable::AllocatableSettings;
 
 use crate::controllers::provisioning::batcher::BatchWindow;
 
+pub mod global;
+
 /// Everything `nodewright controller` is configured with.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct Settings {
     /// Name of the cluster: instances are tagged `kubernetes.io/cluster/<name>` and found by it.
-    #[arg(long, env = "CLUSTER_NAME")]
+    /// Required, here or as `aws.clusterName` in the karpenter-global-settings ConfigMap.
+    #[arg(long, env = "CLUSTER_NAME", default_value = "")]
     pub cluster_name: String,
     /// API server endpoint that new nodes join (discovered from EKS when unset).
     #[arg(long, env = "CLUSTER_ENDPOINT")]
@@ -81,6 +84,10 @@ pub struct Settings {
     /// preferences are bound; if the node never registers they are deleted to be recreated.
     #[arg(long, env = "BIND_PODS", default_value_t = false, action = ArgAction::Set)]
     pub bind_pods: bool,
+    /// No AWS endpoint without a VPC endpoint is called: on-demand prices are the embedded
+    /// list prices instead of the Pricing API's (Karpenter's `aws.isolatedVPC`).
+    #[arg(long, env = "ISOLATED_VPC", default_value_t = false, action = ArgAction::Set)]
+    pub isolated_vpc: bool,
 }
 
 /// What the interruption loop does with an EC2 rebalance recommendation.
@@ -152,6 +159,10 @@ pub enum SettingsError {
         "CLUSTER_NAME {0:?} is not a cluster name (1 to 100 letters, digits, '-' or '_', starting with a letter or digit)"
     )]
     ClusterName(String),
+    #[error(
+        "no cluster name: set CLUSTER_NAME, or aws.clusterName in the karpenter-global-settings ConfigMap"
+    )]
+    MissingClusterName,
     #[error("CLUSTER_ENDPOINT {0:?} is not an http(s) URL with a host")]
     ClusterEndpoint(String),
     #[error("{name} must be more than zero")]
@@ -184,10 +195,21 @@ impl Settings {
     /// The settings the controller's environment variables give (`BIND_PODS`, `FEATURE_GATES`,
     /// `BATCH_IDLE_DURATION`, …), for `cluster_name`; a bad value is an error naming it.
     pub fn from_environment(cluster_name: &str) -> Result<Settings, String> {
-        use clap::Parser as _;
-        EnvironmentOnly::try_parse_from(["nodewright", "--cluster-name", cluster_name])
-            .map(|parsed| parsed.settings)
-            .map_err(|error| error.to_string().trim().to_string())
+        Settings::from_environment_explicit(cluster_name).map(|(settings, _)| settings)
+    }
+
+    /// [`Settings::from_environment`], with the fields the environment set
+    /// (see [`Settings::explicit_fields`]).
+    pub fn from_environment_explicit(
+        cluster_name: &str,
+    ) -> Result<(Settings, std::collections::BTreeSet<String>), String> {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = EnvironmentOnly::command()
+            .try_get_matches_from(["nodewright", "--cluster-name", cluster_name])
+            .map_err(|error| error.to_string().trim().to_string())?;
+        let parsed = EnvironmentOnly::from_arg_matches(&matches)
+            .map_err(|error| error.to_string().trim().to_string())?;
+        Ok((parsed.settings, Settings::explicit_fields(&matches)))
     }
 
     /// The defaults for `cluster_name`, as if only `CLUSTER_NAME` were given.
@@ -210,13 +232,37 @@ impl Settings {
             registration_ttl: Duration::from_secs(15 * 60),
             launch_ttl: Duration::from_secs(5 * 60),
             bind_pods: false,
+            isolated_vpc: false,
         }
+    }
+
+    /// The ids of the fields `matches` took from the command line or the environment, which
+    /// the karpenter-global-settings ConfigMap does not override.
+    pub fn explicit_fields(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
+        use clap::parser::ValueSource;
+        Settings::augment_args(clap::Command::new("settings"))
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .filter(|id| {
+                matches!(
+                    matches
+                        .try_get_raw(id)
+                        .ok()
+                        .flatten()
+                        .and(matches.value_source(id)),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Every rule clap cannot check, reported together.
     pub fn validate(&self) -> Result<(), InvalidSettings> {
         let mut problems = Vec::new();
-        if !is_cluster_name(&self.cluster_name) {
+        if self.cluster_name.is_empty() {
+            problems.push(SettingsError::MissingClusterName);
+        } else if !is_cluster_name(&self.cluster_name) {
             problems.push(SettingsError::ClusterName(self.cluster_name.clone()));
         }
         if let Some(endpoint) = &self.cluster_endpoint
@@ -363,6 +409,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flag_given_is_explicit_and_a_default_is_not() {
+        let (settings, explicit) = Settings::from_environment_explicit("c").expect("parses");
+        assert_eq!(settings.cluster_name, "c");
+        assert!(explicit.contains("cluster_name"), "{explicit:?}");
+        // No test sets this variable: its value is clap's default, which the ConfigMap may change.
+        assert!(
+            !explicit.contains("consolidation_min_saving_fraction"),
+            "{explicit:?}"
+        );
+    }
     use clap::{CommandFactory, Parser};
 
     #[derive(Debug, Parser)]
@@ -422,9 +480,12 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_name_is_required() {
-        let err = parse(&[]).expect_err("no cluster name");
-        assert!(err.to_string().contains("--cluster-name"), "{err}");
+    fn the_cluster_name_is_required_from_the_environment_or_the_configmap() {
+        // Parsing allows none: the settings ConfigMap may still give aws.clusterName.
+        let settings = parse(&[]).expect("parses");
+        let err = settings.validate().expect_err("no cluster name");
+        assert!(err.to_string().contains("CLUSTER_NAME"), "{err}");
+        assert!(err.to_string().contains("aws.clusterName"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod support;
 mod binding;
 #[path = "controller/recovery.rs"]
 mod recovery;
+#[path = "controller/settings.rs"]
+mod settings;
 #[path = "controller/termination.rs"]
 mod termination;
 #[path = "controller/writes.rs"]

@@ -276,3 +276,20 @@ fn the_simulated_controller_reads_the_controllers_environment() {
         "{stderr}"
     );
 }
+
+/// Karpenter v0.31's getting-started guide: settings in the karpenter-global-settings
+/// ConfigMap, a node template without an instance profile. It runs as it did there.
+#[test]
+fn karpenter_v031s_guide_runs_with_its_settings_configmap() {
+    let (code, stdout, stderr) =
+        simulate(&["examples/karpenter-v0.31/scenario.yaml", "--speed", "10"]);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("launched 1, terminated 1"), "{stdout}");
+    // The keys that change nothing here say so, once each (the log is on stdout in text mode).
+    assert_eq!(
+        stdout.matches("aws.enablePodENI has no effect").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("instanceProfile"), "{stdout}");
+}

@@ -15,6 +15,7 @@ use crate::cloudprovider::CloudProvider;
 use crate::cloudprovider::aws::sdk::{SdkSettings, load_config};
 use crate::cloudprovider::aws::sqs::SdkQueue;
 use crate::cloudprovider::aws::{AwsCloudProvider, AwsSettings};
+use crate::controllers::global_settings::GlobalSettings;
 use crate::controllers::interruption::Interruption;
 use crate::controllers::manager::Manager;
 use crate::leader::{self, Leadership, LeaseSettings};
@@ -26,6 +27,14 @@ use crate::settings::Settings;
 pub struct ControllerArgs {
     #[command(flatten)]
     pub settings: Settings,
+    /// The ConfigMap in SYSTEM_NAMESPACE with Karpenter v0.27–v0.31's settings keys
+    /// (`aws.clusterName`, `batchMaxDuration`, …); watched, and overridden by what the flags
+    /// and environment set.
+    #[arg(long, env = "SETTINGS_CONFIGMAP", default_value = crate::settings::global::DEFAULT_CONFIGMAP)]
+    pub settings_configmap: String,
+    /// The settings fields the flags or environment gave (see [`Settings::explicit_fields`]).
+    #[arg(skip)]
+    pub explicit: std::collections::BTreeSet<String>,
     /// Namespace of the leader Lease (the controller's own; Karpenter's SYSTEM_NAMESPACE).
     #[arg(long, env = "SYSTEM_NAMESPACE")]
     pub system_namespace: Option<String>,
@@ -40,8 +49,6 @@ pub struct ControllerArgs {
 /// Runs until SIGTERM or Ctrl-C. Errors at start-up are returned; later ones are logged and
 /// retried by the loops.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let settings = args.settings;
-    settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let kube_config = crate::controllers::context::identified(
         kube::Config::infer()
             .await
@@ -55,6 +62,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let evictions = crate::controllers::context::client_without_retries(kube_config.clone())
         .context("building the Kubernetes client for evictions")?;
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let global_settings = GlobalSettings::new(
+        client.clone(),
+        &namespace,
+        &args.settings_configmap,
+        args.settings,
+        args.explicit,
+    );
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (settings, updated_settings) = global_settings
+        .start(shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let kubernetes_version = match args.kubernetes_version {
         Some(version) => version,
         None => {
@@ -85,7 +105,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         region: settings.region.clone(),
         ..SdkSettings::default()
     };
-    let provider = Arc::new(AwsCloudProvider::from_sdk(aws, &sdk).await);
+    let provider = Arc::new(AwsCloudProvider::from_sdk(aws, &sdk, settings.isolated_vpc).await);
     tracing::info!(
         cluster = %settings.cluster_name,
         region = %provider.settings().region,
@@ -101,7 +121,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         None => None,
     };
     let readiness = Readiness::new();
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -122,7 +141,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let leadership = if settings.leader_elect {
         leader::spawn(
             client.clone(),
-            LeaseSettings::new(namespace),
+            LeaseSettings::new(namespace.clone()),
             stopped(shutdown.clone()),
         )?
     } else {
@@ -135,7 +154,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         settings,
         metrics,
     )
-    .with_eviction_client(evictions);
+    .with_eviction_client(evictions)
+    .with_settings_updates(updated_settings);
     let manager = match interruption {
         Some(interruption) => manager.with_interruption(interruption),
         None => manager,

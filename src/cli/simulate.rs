@@ -121,15 +121,17 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             }
         };
         // The in-process controller reads the environment `nodewright controller` reads.
-        let mut settings = match Settings::from_environment(&args.cluster_name) {
-            Ok(settings) => settings,
+        let (mut settings, explicit) = match Settings::from_environment_explicit(&args.cluster_name)
+        {
+            Ok(read) => read,
             Err(error) => {
                 eprintln!("error: the controller's environment: {error}");
                 return ExitCode::from(ScenarioError::EXIT_CODE);
             }
         };
         settings.bind_pods |= args.bind_pods;
-        let hook = (!args.no_controller).then(|| controller_hook_with(metrics.clone(), settings));
+        let hook = (!args.no_controller)
+            .then(|| controller_hook_with(metrics.clone(), settings, explicit));
         let mut stdout = std::io::stdout();
         match simulation.run(hook, &mut stdout).await {
             Ok(report) => {

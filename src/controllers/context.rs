@@ -85,6 +85,21 @@ impl Context {
         }
     }
 
+    /// This context with `settings`; the clients, cloud, cache, metrics and Events are shared.
+    pub fn with_settings(&self, settings: Settings) -> Context {
+        Context {
+            client: self.client.clone(),
+            evictions: self.evictions.clone(),
+            cloud: self.cloud.clone(),
+            clock: self.clock.clone(),
+            settings,
+            metrics: self.metrics.clone(),
+            state: self.state.clone(),
+            events: self.events.clone(),
+            instance_types: Mutex::new(lock(&self.instance_types).clone()),
+        }
+    }
+
     /// One cloud provider call, bounded by [`Settings::cloud_call_deadline`], timed and counted
     /// under `controller` and `method`
     /// (`karpenter_cloudprovider_duration_seconds`, `karpenter_cloudprovider_errors_total`).

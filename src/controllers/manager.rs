@@ -1,7 +1,8 @@
 //! Runs the controller: the watchers on every replica (so a standby's cache is warm), and the
 //! loops that act — provisioning, machine lifecycle, provisioner status, emptiness, node
 //! termination — only while this
-//! replica leads. Losing the lead stops the loops at once (their tasks are aborted, not asked).
+//! replica leads. Losing the lead stops the loops at once (their tasks are aborted, not asked);
+//! new settings (from the karpenter-global-settings ConfigMap) restart them the same way.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub struct Manager {
     ctx: Arc<Context>,
     running: watch::Sender<bool>,
     interruption: Option<Arc<Interruption>>,
+    settings: Option<watch::Receiver<Settings>>,
 }
 
 impl Manager {
@@ -42,7 +44,14 @@ impl Manager {
             ctx: Arc::new(Context::new(client, cloud, clock, settings, metrics, state)),
             running: watch::Sender::new(false),
             interruption: None,
+            settings: None,
         }
+    }
+
+    /// Restarts the loops with each settings `updates` publishes.
+    pub fn with_settings_updates(mut self, updates: watch::Receiver<Settings>) -> Manager {
+        self.settings = Some(updates);
+        self
     }
 
     /// Evicts pods through `client`, which should not retry 429 itself (see
@@ -75,7 +84,10 @@ impl Manager {
 
     /// Watches until `shutdown` turns true; runs the loops while `leader` is true.
     pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
-        let ctx = self.ctx;
+        let mut ctx = self.ctx;
+        // Without a source of new settings, a sender kept here means they never change.
+        let (_unchanging, fixed) = watch::channel(ctx.settings.clone());
+        let mut settings = self.settings.unwrap_or(fixed);
         let watchers = spawn_watchers(&ctx.client, &ctx.state, &shutdown);
         tokio::select! {
             () = ctx.state.wait_synced() => {}
@@ -90,6 +102,10 @@ impl Manager {
             }
             if *shutdown.borrow() {
                 break;
+            }
+            let newest = settings.borrow_and_update().clone();
+            if newest != ctx.settings {
+                ctx = Arc::new(ctx.with_settings(newest));
             }
             tracing::info!("leading: starting the provisioning, lifecycle and counter loops");
             let (stop, stopped) = watch::channel(false);
@@ -116,6 +132,9 @@ impl Manager {
                     tracing::warn!("lost leadership: stopping the loops");
                 }
                 _ = shutdown.wait_for(|stopped| *stopped) => {}
+                Ok(()) = settings.changed() => {
+                    tracing::info!("new settings: restarting the loops");
+                }
             }
             loops.abort_all();
             let _ = stop.send(true);

@@ -17,6 +17,7 @@ pub mod emptiness;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod global_settings;
 pub mod interruption;
 pub mod lifecycle;
 pub mod manager;

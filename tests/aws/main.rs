@@ -10,7 +10,7 @@
 //!   instance (it reports the default group, IMDSv1 and hop limit 1), so those are checked on the
 //!   launch template moto stored.
 //! - moto's spot price is a constant (0.00001) and it has no Pricing API, so on-demand prices
-//!   are missing and the provider ranks by size.
+//!   are the embedded list prices, as in an isolated VPC.
 
 mod faults;
 mod memory;

@@ -417,8 +417,8 @@ async fn instance_types_come_from_ec2_offered_in_the_template_zones_with_spot_pr
         match offering.capacity_type {
             // moto's constant spot price, read through DescribeSpotPriceHistory.
             CapacityType::Spot => assert_eq!(offering.price_per_hour, Some(0.00001)),
-            // No Pricing API in moto: unknown, ranked by size.
-            CapacityType::OnDemand => assert_eq!(offering.price_per_hour, None),
+            // No Pricing API here (as in an isolated VPC): the embedded list price.
+            CapacityType::OnDemand => assert_eq!(offering.price_per_hour, Some(0.096)),
         }
         assert!(offering.available);
     }

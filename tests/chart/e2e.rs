@@ -15,10 +15,12 @@ use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::CloudProvider;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::controllers::context::{USER_AGENT, identified};
+use nodewright::controllers::global_settings::GlobalSettings;
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, LeaseSettings};
 use nodewright::metrics::Metrics;
 use nodewright::settings::Settings;
+use nodewright::settings::global::DEFAULT_CONFIGMAP;
 use nodewright::sim::kubelet::{self, KubeletSettings};
 use nodewright::sim::{ApiServer, ApiServerConfig, RequestRecord, scheduler};
 use nodewright_scheduling::catalog::PriceTable;
@@ -226,13 +228,24 @@ async fn every_request_the_controller_makes_is_allowed_by_the_charts_rbac() {
     let mut settings = Settings::for_cluster("sim");
     settings.region = Some("us-east-1".to_string());
     settings.batch_idle_duration = Duration::from_secs(5);
+    let (settings, updates) = GlobalSettings::new(
+        controller_client.clone(),
+        NAMESPACE,
+        DEFAULT_CONFIGMAP,
+        settings,
+        Default::default(),
+    )
+    .start(stopped.clone())
+    .await
+    .expect("the settings load");
     let manager = Manager::new(
         controller_client,
         cloud.clone(),
         clock.clone(),
         settings,
         Arc::new(Metrics::new().expect("metrics register")),
-    );
+    )
+    .with_settings_updates(updates);
     let controller = tokio::spawn(manager.run(leadership.subscribe(), stopped.clone()));
 
     // A node template: its status is the controller's to write.

@@ -153,6 +153,10 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
         grant("coordination.k8s.io", "leases", "create", &lease_scope),
         grant("coordination.k8s.io", "leases", "get", &named_lease),
         grant("coordination.k8s.io", "leases", "update", &named_lease),
+        // global_settings.rs: reads, then watches, the settings ConfigMap in its namespace.
+        grant("", "configmaps", "get", &lease_scope),
+        grant("", "configmaps", "list", &lease_scope),
+        grant("", "configmaps", "watch", &lease_scope),
     ]
     .into_iter()
     .collect();
@@ -247,7 +251,7 @@ fn kind_table() -> Vec<(&'static str, String, String)> {
     }
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Event, Node, Pod};
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use nodewright::apis::{AwsNodeTemplate, Machine, Provisioner};
     vec![
@@ -257,6 +261,7 @@ fn kind_table() -> Vec<(&'static str, String, String)> {
         entry::<DaemonSet>("DaemonSet"),
         entry::<PodDisruptionBudget>("PodDisruptionBudget"),
         entry::<Lease>("Lease"),
+        entry::<ConfigMap>("ConfigMap"),
         entry::<Machine>("Machine"),
         entry::<Provisioner>("Provisioner"),
         entry::<AwsNodeTemplate>("AwsNodeTemplate"),

@@ -14,6 +14,7 @@ use nodewright::clock::ScaledClock;
 use nodewright::cloudprovider::fake::FakeCloudProvider;
 use nodewright::cloudprovider::{CloudProvider, LaunchedInstance};
 use nodewright::controllers::context::{client_without_retries, identified, with_user_agent};
+use nodewright::controllers::global_settings::GlobalSettings;
 use nodewright::controllers::manager::Manager;
 use nodewright::leader::{self, Leadership, LeaseSettings};
 use nodewright::metrics::Metrics;
@@ -210,6 +211,46 @@ impl Sim {
             shutdown,
             task,
             leadership: None,
+        }
+    }
+
+    /// A single controller that always leads, reading and watching the settings ConfigMap
+    /// `name` in namespace `karpenter` over `settings`, as `nodewright controller` does.
+    pub async fn controller_with_settings_configmap(
+        &self,
+        settings: Settings,
+        name: &str,
+    ) -> Controller {
+        let metrics = Arc::new(Metrics::new().expect("metrics register"));
+        let (shutdown, stopped) = watch::channel(false);
+        let (settings, updates) = GlobalSettings::new(
+            self.controller_client.clone(),
+            "karpenter",
+            name,
+            settings,
+            Default::default(),
+        )
+        .start(stopped.clone())
+        .await
+        .expect("the settings load");
+        let manager = Manager::new(
+            self.controller_client.clone(),
+            self.cloud.clone(),
+            self.clock.clone(),
+            settings,
+            metrics.clone(),
+        )
+        .with_eviction_client(self.evictions.clone())
+        .with_settings_updates(updates);
+        let running = manager.running();
+        let leadership = Leadership::always();
+        let task = tokio::spawn(manager.run(leadership.subscribe(), stopped));
+        Controller {
+            metrics,
+            running,
+            shutdown,
+            task,
+            leadership: Some(leadership),
         }
     }
 

@@ -200,8 +200,13 @@ impl AwsCloudProvider {
         }
     }
 
-    /// The provider over the AWS SDK, configured from the environment and `sdk`.
-    pub async fn from_sdk(mut settings: AwsSettings, sdk: &SdkSettings) -> Self {
+    /// The provider over the AWS SDK, configured from the environment and `sdk`. In an
+    /// isolated VPC (no Pricing API endpoint) on-demand prices are the embedded list prices.
+    pub async fn from_sdk(
+        mut settings: AwsSettings,
+        sdk: &SdkSettings,
+        isolated_vpc: bool,
+    ) -> Self {
         let config = sdk::load_config(sdk).await;
         if settings.region.is_empty()
             && let Some(region) = config.region()
@@ -209,8 +214,9 @@ impl AwsCloudProvider {
             settings.region = region.to_string();
         }
         let ec2: Arc<dyn Ec2Api> = Arc::new(SdkEc2::new(&config));
-        let pricing: Arc<dyn PricingApi> = Arc::new(SdkPricing::new(&config));
-        Self::new(settings, ec2, Some(pricing), Arc::new(SystemClock))
+        let pricing =
+            (!isolated_vpc).then(|| Arc::new(SdkPricing::new(&config)) as Arc<dyn PricingApi>);
+        Self::new(settings, ec2, pricing, Arc::new(SystemClock))
     }
 
     pub fn settings(&self) -> &AwsSettings {

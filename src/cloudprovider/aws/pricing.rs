@@ -1,6 +1,6 @@
 //! Prices per hour: a `--prices` file when one is given; otherwise on-demand list prices from the
-//! AWS Pricing API (refreshed every 12 h) and spot prices from DescribeSpotPriceHistory
-//! (refreshed every 5 min). Whatever is missing is left to [`PriceTable::apply`]'s rules (spot
+//! AWS Pricing API (refreshed every 12 h; the embedded list prices when it cannot be asked or has
+//! not answered yet) and spot prices from DescribeSpotPriceHistory (refreshed every 5 min). Whatever is missing is left to [`PriceTable::apply`]'s rules (spot
 //! falls back to on-demand; types without any price rank by size), with one warning.
 
 use std::collections::BTreeMap;
@@ -175,7 +175,8 @@ impl Pricing {
             return fresh;
         }
         let Some(api) = &self.api else {
-            return BTreeMap::new();
+            // An isolated VPC: no Pricing API to ask.
+            return self.list_prices();
         };
         match api.on_demand_prices(self.region.clone()).await {
             Ok(prices) => {
@@ -183,8 +184,20 @@ impl Pricing {
                 prices
             }
             Err(err) => {
-                tracing::warn!(error = %err, "on-demand prices unavailable; keeping the last known");
-                self.last(&self.on_demand).unwrap_or_default()
+                tracing::warn!(error = %err, "on-demand prices unavailable; keeping the last known, else the embedded list prices");
+                self.last(&self.on_demand)
+                    .unwrap_or_else(|| self.list_prices())
+            }
+        }
+    }
+
+    /// The embedded on-demand list prices of the region (empty for a region they lack).
+    fn list_prices(&self) -> BTreeMap<String, f64> {
+        match PriceTable::embedded(&self.region) {
+            Ok(table) => table.map(|t| t.on_demand).unwrap_or_default(),
+            Err(error) => {
+                tracing::error!(%error, "the embedded price table cannot be read");
+                BTreeMap::new()
             }
         }
     }

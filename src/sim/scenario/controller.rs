@@ -1,6 +1,7 @@
 //! The controller a simulation runs: `nodewright controller`'s manager on the simulation's
 //! clock, client and cloud, as the only replica.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +10,11 @@ use tokio::sync::watch;
 use super::{ControllerHook, ControllerParts};
 use crate::clock::Clock;
 use crate::controllers::context::{client_without_retries, identified};
+use crate::controllers::global_settings::GlobalSettings;
 use crate::controllers::manager::Manager;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::settings::global::DEFAULT_CONFIGMAP;
 
 /// The shortest batch window in real time. The simulated cluster's API calls take real
 /// milliseconds, which the clock multiplies: a burst the kube-scheduler marks over a few
@@ -31,7 +34,7 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
     let mut settings = Settings::for_cluster("");
     settings.bind_pods = bind_pods;
     match Metrics::new() {
-        Ok(metrics) => controller_hook_with(Arc::new(metrics), settings),
+        Ok(metrics) => controller_hook_with(Arc::new(metrics), settings, BTreeSet::new()),
         Err(error) => Box::new(move |_| {
             Box::pin(async move {
                 tracing::error!(%error, "cannot register metrics; no controller runs");
@@ -40,17 +43,24 @@ pub fn controller_hook_binding_pods(bind_pods: bool) -> ControllerHook {
     }
 }
 
-/// The controller with `settings` (as its environment gives them), recording into `metrics`
-/// (what `/metrics` would serve). The simulation decides the cluster, region and clock; the
-/// controller is the only replica.
-pub fn controller_hook_with(metrics: Arc<Metrics>, settings: Settings) -> ControllerHook {
+/// The controller with `settings` (as its environment gives them; `explicit`: the fields it
+/// set), recording into `metrics` (what `/metrics` would serve). It reads and watches the
+/// karpenter-global-settings ConfigMap in `SYSTEM_NAMESPACE` (default `karpenter`) as
+/// `nodewright controller` does, so a scenario may apply one. The simulation decides the
+/// cluster, region and clock; the controller is the only replica.
+pub fn controller_hook_with(
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    explicit: BTreeSet<String>,
+) -> ControllerHook {
     Box::new(move |parts: ControllerParts| {
         Box::pin(async move {
             let mut settings = settings;
             settings.cluster_name = parts.cluster_name.clone();
             settings.region = Some(parts.region.clone());
             settings.leader_elect = false;
-            widen_batch_windows(&mut settings, parts.clock.as_ref());
+            let mut explicit = explicit;
+            explicit.extend(["cluster_name", "region", "leader_elect"].map(String::from));
             // Its own clients, as in a cluster: its requests carry its User-Agent.
             let kube_config = identified(parts.kube_config);
             let clients = kube::Client::try_from(kube_config.clone())
@@ -62,8 +72,27 @@ pub fn controller_hook_with(metrics: Arc<Metrics>, settings: Settings) -> Contro
                     return;
                 }
             };
+            let namespace =
+                std::env::var("SYSTEM_NAMESPACE").unwrap_or_else(|_| "karpenter".to_string());
+            let clock = parts.clock.clone();
+            let global = GlobalSettings::new(
+                client.clone(),
+                &namespace,
+                DEFAULT_CONFIGMAP,
+                settings,
+                explicit,
+            )
+            .adjusted(move |settings| widen_batch_windows(settings, clock.as_ref()));
+            let (settings, updates) = match global.start(parts.shutdown.clone()).await {
+                Ok(started) => started,
+                Err(error) => {
+                    tracing::error!(%error, "no controller runs");
+                    return;
+                }
+            };
             let manager = Manager::new(client, parts.cloud, parts.clock, settings, metrics)
-                .with_eviction_client(evictions);
+                .with_eviction_client(evictions)
+                .with_settings_updates(updates);
             let (_leading, leader) = watch::channel(true);
             manager.run(leader, parts.shutdown).await;
         })
