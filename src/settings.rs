@@ -88,6 +88,10 @@ pub struct Settings {
     /// list prices instead of the Pricing API's (Karpenter's `aws.isolatedVPC`).
     #[arg(long, env = "ISOLATED_VPC", default_value_t = false, action = ArgAction::Set)]
     pub isolated_vpc: bool,
+    /// Tags on every instance and launch template, under each node template's own (Karpenter
+    /// v0.31's `aws.tags`; only the settings ConfigMap sets them).
+    #[arg(skip)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// What the interruption loop does with an EC2 rebalance recommendation.
@@ -233,6 +237,7 @@ impl Settings {
             launch_ttl: Duration::from_secs(5 * 60),
             bind_pods: false,
             isolated_vpc: false,
+            tags: Default::default(),
         }
     }
 

@@ -219,17 +219,23 @@ pub fn node_template(
             }
         }
     };
-    with_instance_profile(template, settings)
+    with_settings_defaults(template, settings)
         .map_err(|why| format!("provisioner {name}'s node template cannot be used: {why}"))
 }
 
-/// `template` with `AWS_DEFAULT_INSTANCE_PROFILE` when it names no instance profile (nor a
-/// launch template, which carries its own); an error when neither does, as Karpenter refuses:
-/// a node without an instance profile has no IAM role and never joins.
-pub fn with_instance_profile(
+/// `template` with what the settings give every template: the global tags (`aws.tags`) under
+/// its own, and `AWS_DEFAULT_INSTANCE_PROFILE` when it names no instance profile (nor a launch
+/// template, which carries its own); an error when neither does, as Karpenter refuses: a node
+/// without an instance profile has no IAM role and never joins.
+pub fn with_settings_defaults(
     mut template: NodeTemplate,
     settings: &Settings,
 ) -> Result<NodeTemplate, String> {
+    if !settings.tags.is_empty() {
+        let own = std::mem::take(&mut template.tags);
+        template.tags = settings.tags.clone();
+        template.tags.extend(own);
+    }
     if template.instance_profile.is_none() && template.launch_template_name.is_none() {
         template.instance_profile = settings.default_instance_profile.clone();
         if template.instance_profile.is_none() {
@@ -258,26 +264,43 @@ mod tests {
 
     #[test]
     fn a_template_without_an_instance_profile_takes_the_default() {
-        let template = with_instance_profile(NodeTemplate::default(), &settings(Some("nodes")))
+        let template = with_settings_defaults(NodeTemplate::default(), &settings(Some("nodes")))
             .expect("the default applies");
         assert_eq!(template.instance_profile.as_deref(), Some("nodes"));
         let own = NodeTemplate {
             instance_profile: Some("own".into()),
             ..NodeTemplate::default()
         };
-        let kept = with_instance_profile(own, &settings(Some("nodes"))).expect("kept");
+        let kept = with_settings_defaults(own, &settings(Some("nodes"))).expect("kept");
         assert_eq!(kept.instance_profile.as_deref(), Some("own"));
     }
 
     #[test]
     fn neither_a_profile_nor_a_default_is_refused_unless_a_launch_template_brings_one() {
-        let refused = with_instance_profile(NodeTemplate::default(), &settings(None))
+        let refused = with_settings_defaults(NodeTemplate::default(), &settings(None))
             .expect_err("no IAM role for the nodes");
         assert!(refused.contains("aws.defaultInstanceProfile"), "{refused}");
         let launch_template = NodeTemplate {
             launch_template_name: Some("mine".into()),
             ..NodeTemplate::default()
         };
-        assert!(with_instance_profile(launch_template, &settings(None)).is_ok());
+        assert!(with_settings_defaults(launch_template, &settings(None)).is_ok());
+    }
+
+    #[test]
+    fn global_tags_go_under_the_templates_own() {
+        let mut settings = settings(Some("nodes"));
+        settings.tags = [("team", "platform"), ("env", "prod")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let template = NodeTemplate {
+            tags: [("team".to_string(), "ml".to_string())].into(),
+            ..NodeTemplate::default()
+        };
+        let tags = with_settings_defaults(template, &settings)
+            .expect("usable")
+            .tags;
+        assert_eq!(tags.get("team").map(String::as_str), Some("ml"));
+        assert_eq!(tags.get("env").map(String::as_str), Some("prod"));
     }
 }

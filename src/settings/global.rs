@@ -82,6 +82,7 @@ pub fn apply(
                     .map_err(|_| bad(format!("{value:?} is not a number")))?
             }
             "isolated_vpc" => settings.isolated_vpc = boolean(value).map_err(bad)?,
+            "tags" => settings.tags = tags(value).map_err(bad)?,
             "feature_gates" => settings.feature_gates.drift = boolean(value).map_err(bad)?,
             _ => warnings.push(format!("{key} is not a setting nodewright knows; ignored")),
         }
@@ -103,6 +104,7 @@ fn field_of(key: &str) -> Option<&'static str> {
         "aws.interruptionQueueName" => "interruption_queue",
         "aws.vmMemoryOverheadPercent" => "vm_memory_overhead_percent",
         "aws.isolatedVPC" => "isolated_vpc",
+        "aws.tags" => "tags",
         // FEATURE_GATES sets every gate at once: when it is given, it decides drift.
         "featureGates.driftEnabled" => "feature_gates",
         _ => return None,
@@ -111,6 +113,15 @@ fn field_of(key: &str) -> Option<&'static str> {
 
 fn non_empty(value: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
+}
+
+/// A JSON object of strings (`{"team": "ml"}`), as Karpenter's chart renders `aws.tags`.
+fn tags(value: &str) -> Result<BTreeMap<String, String>, String> {
+    if value.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    serde_json::from_str(value)
+        .map_err(|error| format!("not a JSON object of strings ({error}): {value:?}"))
 }
 
 fn boolean(value: &str) -> Result<bool, String> {
@@ -177,6 +188,7 @@ mod tests {
             ("aws.reservedENIs", "0"),
             ("aws.vmMemoryOverheadPercent", "0.075"),
             ("featureGates.driftEnabled", "true"),
+            ("aws.tags", r#"{"team": "ml", "cost-center": "42"}"#),
         ])
     }
 
@@ -199,6 +211,8 @@ mod tests {
         assert_eq!(s.batch_idle_duration, Duration::from_secs(2));
         assert!(s.feature_gates.drift);
         assert!(!s.isolated_vpc);
+        assert_eq!(s.tags.get("team").map(String::as_str), Some("ml"));
+        assert_eq!(s.tags.len(), 2);
         // The three ENI keys load and say they change nothing.
         assert_eq!(applied.warnings.len(), 3, "{:?}", applied.warnings);
         assert!(applied.warnings.iter().all(|w| w.contains("has no effect")));
@@ -245,6 +259,9 @@ mod tests {
         )
         .expect_err("not a boolean");
         assert!(error.contains("featureGates.driftEnabled"), "{error}");
+        let error = apply(&base, &BTreeSet::new(), &data(&[("aws.tags", "team=ml")]))
+            .expect_err("not JSON");
+        assert!(error.contains("aws.tags"), "{error}");
         // Each value parses, yet together they do not hold.
         let error = apply(
             &base,

@@ -20,7 +20,7 @@ use crate::apis::{Machine, MachineStatus};
 use crate::cloudprovider::{
     CloudProviderError, DeleteStatus, LaunchRequest, LaunchedInstance, MachineId,
 };
-use crate::controllers::context::{Context, node_template, with_instance_profile};
+use crate::controllers::context::{Context, node_template, with_settings_defaults};
 use crate::controllers::error::ControllerError;
 use crate::controllers::events::reference;
 use crate::controllers::resource_list;
@@ -177,7 +177,7 @@ async fn launch(ctx: &Context, entry: &MachineEntry) -> Outcome {
                     crate::cloudprovider::NodeTemplate::from_spec(&t.spec)
                         .map_err(|e| e.to_string())
                 })
-                .and_then(|t| with_instance_profile(t, &ctx.settings)),
+                .and_then(|t| with_settings_defaults(t, &ctx.settings)),
             (None, Some(provisioner)) => node_template(&state, &provisioner, &ctx.settings),
             (None, None) => Err(format!(
                 "machine {name} names no node template and its provisioner is gone"
