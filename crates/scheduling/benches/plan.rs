@@ -13,7 +13,8 @@
 //! `LP` is the plan's lower bound (anti-affinity included); the cpu+memory LP ignores what
 //! keeps pods apart.
 //!
-//! Run: `cargo bench -p nodewright-scheduling --bench plan [-- A|B] [-- --quick]`.
+//! Run: `cargo bench -p nodewright-scheduling --bench plan [-- A|B] [SIZE...] [--quick]`; plain
+//! numbers pick the pod counts (default: 1000, 10000, 20000, 50000).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -288,7 +289,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let sizes: &[usize] = if quick { &SIZES[..2] } else { &SIZES };
+    let picked: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let sizes: &[usize] = if !picked.is_empty() {
+        &picked
+    } else if quick {
+        &SIZES[..2]
+    } else {
+        &SIZES
+    };
     let runs = |n: usize| {
         if quick {
             1
