@@ -523,3 +523,47 @@ mod limits_hold {
         }
     }
 }
+
+#[test]
+fn a_node_pinned_to_a_zone_is_sized_for_that_zones_prices() {
+    // The big type is cheapest for the whole batch, but only in zone a; in zone b it costs
+    // far more than two of the medium type, which only zone b offers.
+    let (a, b) = ("us-east-1a", "us-east-1b");
+    let big_a = instance("c5.8xlarge")
+        .vcpus(32)
+        .memory_gib(64)
+        .on_demand(0.20)
+        .in_zones(&[a])
+        .build();
+    let big_b = instance("c6.8xlarge")
+        .vcpus(32)
+        .memory_gib(64)
+        .on_demand(0.90)
+        .in_zones(&[b])
+        .build();
+    let medium_b = instance("c6.4xlarge")
+        .vcpus(16)
+        .memory_gib(32)
+        .on_demand(0.16)
+        .in_zones(&[b])
+        .build();
+    let plan = cluster()
+        .pods(
+            pod("worker")
+                .cpu("1")
+                .memory("1Gi")
+                .label("app", "worker")
+                .spread(labels::ZONE, 1, &[("app", "worker")])
+                .times(40),
+        )
+        .provisioner(provisioner("default").with_types(&[big_a, big_b, medium_b]))
+        .plan();
+    assert!(plan.unschedulable.is_empty());
+    let in_zone = |zone: &str| plan.nodes.iter().filter(|n| n.zone == zone).count();
+    assert_eq!((in_zone(a), in_zone(b)), (1, 2), "{plan:#?}");
+    assert!(
+        (plan.total_price_per_hour - 0.52).abs() < 1e-9,
+        "{}",
+        plan.total_price_per_hour
+    );
+}

@@ -239,6 +239,7 @@ pub(crate) fn pinned_domains(model: &Model<'_>, g: usize) -> Option<usize> {
 fn pack<'m>(model: &'m Model<'m>, strategy: &Strategy) -> (PackState<'m>, Vec<Option<Stop>>) {
     let mut state = PackState::new(model, strategy.caps.clone());
     state.apart_caps = strategy.apart_caps.clone();
+    state.zone_caps = strategy.zone_caps.clone();
     let mut stops: Vec<Option<Stop>> = vec![None; model.groups.len()];
     let order = group_order(model, strategy);
     let has_topology = |g: usize, level: usize| {

@@ -10,9 +10,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::labels;
 use crate::requirements::Requirements;
 
-use super::state::{Domain, Machine, NodeKind, NodeState, PackState, domain_of, node_counts_for};
+use super::state::{
+    Domain, Machine, NodeKind, NodeState, PackState, domain_of, machine_domain, node_counts_for,
+};
 pub(crate) use super::target::{Rule, Target};
 use super::vector::ResVec;
 
@@ -154,8 +157,9 @@ impl<'m> PackState<'m> {
                 }
             }
             let hostname = format!("{PLANNED_HOSTNAME_PREFIX}{}", self.new_machines);
+            let forced = self.apart_caps.is_some() && super::apart::keeps_itself_apart(model, g);
             let mut cap = match &self.apart_caps {
-                Some(caps) if super::apart::keeps_itself_apart(model, g) => caps[prov],
+                Some(caps) if forced => caps[prov],
                 _ => self.caps[prov],
             };
             if !group.req.fits(&cap) {
@@ -171,6 +175,14 @@ impl<'m> PackState<'m> {
             {
                 *refusal = Some(reject);
                 continue;
+            }
+            if !forced
+                && let Domain::Known(zone) =
+                    machine_domain(p, &reqs, &candidates, &hostname, labels::ZONE)
+                && let Some(zone_cap) = self.zone_caps.get(prov).and_then(|z| z.get(zone))
+                && group.req.fits(zone_cap)
+            {
+                cap = *zone_cap;
             }
             let largest = candidates
                 .iter()

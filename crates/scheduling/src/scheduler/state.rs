@@ -77,6 +77,8 @@ pub(crate) struct PackState<'m> {
     /// Per provisioner: the cap on a machine opened for pods that keep themselves apart, when
     /// the strategy sizes those apart.
     pub apart_caps: Option<Vec<ResVec>>,
+    /// Per provisioner: the cap by zone for a machine pinned to one (empty: none).
+    pub zone_caps: Vec<std::collections::BTreeMap<String, ResVec>>,
     pub new_machines: usize,
     /// False while only existing and already planned nodes may take pods.
     pub open_new: bool,
@@ -96,6 +98,7 @@ impl<'m> PackState<'m> {
             reserved: vec![Resources::default(); model.provs.len()],
             caps,
             apart_caps: None,
+            zone_caps: Vec::new(),
             new_machines: 0,
             open_new: true,
             templates: HashMap::new(),

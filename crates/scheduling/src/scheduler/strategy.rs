@@ -1,8 +1,14 @@
 //! The ways of packing tried for one batch, and the order groups go in under each.
 
+use std::collections::BTreeMap;
+
 use super::model::Model;
+use super::provisioners::{ProvModel, TypeModel};
 use super::vector::{CPU, MEMORY, PODS, ResVec};
 use super::{Packing, SchedulerSettings, apart, is_free, pinned_domains, provisioners};
+
+/// How many times smaller than the strategy's cap a zone's own cap may be.
+const ZONE_CAP_SHRINK: i64 = 4;
 
 /// One way of packing: a size cap per provisioner and the order groups go in.
 #[derive(Clone)]
@@ -17,6 +23,8 @@ pub(crate) struct Strategy {
     /// Per provisioner: the cap on machines opened for pods that keep themselves apart; those
     /// pods then go first.
     pub(crate) apart_caps: Option<Vec<ResVec>>,
+    /// Per provisioner: the cap by zone for machines pinned to one (empty: `caps` only).
+    pub(crate) zone_caps: Vec<BTreeMap<String, ResVec>>,
 }
 
 /// The packings tried, in order: unbounded, patterns when some pods are free, then capped at
@@ -31,6 +39,7 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
             patterns: false,
             tight_first: false,
             apart_caps: None,
+            zone_caps: Vec::new(),
         }];
     }
     let mut out = vec![Strategy {
@@ -40,6 +49,7 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
         patterns: false,
         tight_first: false,
         apart_caps: None,
+        zone_caps: Vec::new(),
     }];
     if (0..model.groups.len()).any(|g| is_free(model, g)) {
         out.push(Strategy {
@@ -49,6 +59,7 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
             patterns: true,
             tight_first: false,
             apart_caps: None,
+            zone_caps: Vec::new(),
         });
     }
     if model.groups.is_empty() {
@@ -58,46 +69,34 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
     for group in &model.groups {
         demand = demand.add(&group.req.times(group.pods.len() as i64));
     }
-    // Per provisioner: types by the cost of covering the whole batch with that type alone.
+    // Per provisioner: types by the cost of covering the whole batch with that type alone,
+    // at its cheapest offering, and at its cheapest offering in each zone.
+    let cheapest = |t: &TypeModel| {
+        t.offerings
+            .iter()
+            .map(|o| provisioners::score(o.price, t))
+            .fold(f64::INFINITY, f64::min)
+    };
     let ranked: Vec<Vec<usize>> = model
         .provs
         .iter()
+        .map(|p| rank_types(p, &demand, cheapest))
+        .collect();
+    let zone_ranked: Vec<Vec<(&str, Vec<usize>)>> = model
+        .provs
+        .iter()
         .map(|p| {
-            let mut order: Vec<(f64, usize)> = p
-                .types
+            p.zones
                 .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let nodes = [CPU, MEMORY, PODS]
-                        .iter()
-                        .map(|&d| {
-                            if demand.0[d] <= 0 {
-                                0.0
-                            } else if t.alloc.0[d] <= 0 {
-                                f64::INFINITY
-                            } else {
-                                (demand.0[d] as f64 / t.alloc.0[d] as f64).ceil()
-                            }
-                        })
-                        .fold(0.0, f64::max);
-                    let price = t
-                        .offerings
-                        .iter()
-                        .map(|o| provisioners::score(o.price, t))
-                        .fold(f64::INFINITY, f64::min);
-                    (nodes * price, i)
-                })
-                .collect();
-            order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            let mut seen: Vec<ResVec> = Vec::new();
-            order
-                .into_iter()
-                .map(|(_, i)| i)
-                .filter(|&i| {
-                    let alloc = p.types[i].alloc;
-                    let fresh = !seen.contains(&alloc);
-                    seen.push(alloc);
-                    fresh
+                .map(|z| {
+                    let in_zone = |t: &TypeModel| {
+                        t.offerings
+                            .iter()
+                            .filter(|o| o.zone == *z)
+                            .map(|o| provisioners::score(o.price, t))
+                            .fold(f64::INFINITY, f64::min)
+                    };
+                    (z.as_str(), rank_types(p, &demand, in_zone))
                 })
                 .collect()
         })
@@ -119,6 +118,28 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
         if caps.iter().all(|c| *c == ResVec::UNBOUNDED) {
             break;
         }
+        // A machine pinned to a zone is capped at the zone's best type of about the cap's
+        // size: the batch-wide choice may be dear there, and much smaller nodes pack worse.
+        let zone_caps: Vec<BTreeMap<String, ResVec>> = caps
+            .iter()
+            .zip(&model.provs)
+            .zip(&zone_ranked)
+            .map(|((cap, p), zones)| {
+                let near = |t: &usize| {
+                    let alloc = &p.types[*t].alloc;
+                    [CPU, MEMORY]
+                        .iter()
+                        .all(|&d| alloc.0[d].saturating_mul(ZONE_CAP_SHRINK) >= cap.0[d])
+                };
+                zones
+                    .iter()
+                    .filter_map(|(z, order)| {
+                        let t = order.iter().find(|t| near(t))?;
+                        Some((z.to_string(), p.types[*t].alloc))
+                    })
+                    .collect()
+            })
+            .collect();
         let name = model
             .provs
             .iter()
@@ -142,6 +163,7 @@ pub(crate) fn strategies(model: &Model<'_>, settings: &SchedulerSettings) -> Vec
             patterns: false,
             tight_first: false,
             apart_caps,
+            zone_caps,
         });
     }
     out
@@ -223,4 +245,42 @@ pub(crate) fn group_order(model: &Model<'_>, strategy: &Strategy) -> Vec<usize> 
         order.sort_by_key(|&g| pinned_domains(model, g).unwrap_or(usize::MAX));
     }
     order
+}
+
+/// A provisioner's types by the cost of covering `demand` with that type alone at `price`,
+/// one per distinct allocatable; types without a price are left out.
+fn rank_types(p: &ProvModel, demand: &ResVec, price: impl Fn(&TypeModel) -> f64) -> Vec<usize> {
+    let mut order: Vec<(f64, usize)> = p
+        .types
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let nodes = [CPU, MEMORY, PODS]
+                .iter()
+                .map(|&d| {
+                    if demand.0[d] <= 0 {
+                        0.0
+                    } else if t.alloc.0[d] <= 0 {
+                        f64::INFINITY
+                    } else {
+                        (demand.0[d] as f64 / t.alloc.0[d] as f64).ceil()
+                    }
+                })
+                .fold(0.0, f64::max);
+            let price = price(t);
+            price.is_finite().then_some((nodes * price, i))
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut seen: Vec<ResVec> = Vec::new();
+    order
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|&i| {
+            let alloc = p.types[i].alloc;
+            let fresh = !seen.contains(&alloc);
+            seen.push(alloc);
+            fresh
+        })
+        .collect()
 }
