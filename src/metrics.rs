@@ -7,10 +7,12 @@
 //! (`karpenter_cloudprovider_errors_total`); termination and startup latencies are summaries.
 
 mod actions;
+mod catalog;
 mod nodes;
 mod summary;
 
 pub use actions::{DisruptionMetrics, InterruptionMetrics};
+pub use catalog::InstanceTypeMetrics;
 pub use nodes::{NodeMetrics, NodeResources};
 pub use summary::SummaryVec;
 
@@ -29,6 +31,25 @@ use prometheus::{
 use crate::cloudprovider::CloudProviderError;
 use crate::controllers::error::ControllerError;
 use crate::sync::lock;
+
+/// How a reconcile ended (`controller_runtime_reconcile_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    Success,
+    Error,
+    /// Done for now, with a later look asked for.
+    RequeueAfter,
+}
+
+impl Reconciled {
+    fn label(self) -> &'static str {
+        match self {
+            Reconciled::Success => "success",
+            Reconciled::Error => "error",
+            Reconciled::RequeueAfter => "requeue_after",
+        }
+    }
+}
 
 /// Why a machine was created (`karpenter_machines_created{reason}`).
 pub const REASON_PROVISIONING: &str = "provisioning";
@@ -108,6 +129,9 @@ pub struct Metrics {
     machines_initialized: IntCounterVec,
     pods_state: GaugeVec,
     scheduling_duration: Histogram,
+    reconcile_time: HistogramVec,
+    reconciles: IntCounterVec,
+    reconcile_errors: IntCounterVec,
     cloudprovider_duration: HistogramVec,
     cloudprovider_errors: IntCounterVec,
     provisioner_limit: GaugeVec,
@@ -117,6 +141,7 @@ pub struct Metrics {
     pods_evicted: IntCounterVec,
     controller_errors: IntCounterVec,
     disruption: DisruptionMetrics,
+    instance_types: InstanceTypeMetrics,
     nodes: NodeMetrics,
     termination_time: SummaryVec,
     pods_startup_time: SummaryVec,
@@ -152,6 +177,33 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(scheduling_duration.clone()))?;
+        // controller-runtime's names, which Karpenter's performance dashboard reads: one
+        // "reconcile" is one action on one object, or one pass of a loop that decides for all.
+        let reconcile_time = HistogramVec::new(
+            HistogramOpts::new(
+                "controller_runtime_reconcile_time_seconds",
+                "Seconds each reconcile (an action on one object, or one pass of a loop) took, by controller.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["controller"],
+        )?;
+        registry.register(Box::new(reconcile_time.clone()))?;
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "controller_runtime_reconcile_total",
+                "Reconciles by controller and result (success, error, requeue_after).",
+            ),
+            &["controller", "result"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "controller_runtime_reconcile_errors_total",
+                "Reconciles that failed, by controller.",
+            ),
+            &["controller"],
+        )?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
         let cloudprovider_duration = HistogramVec::new(
             HistogramOpts::new(
                 "karpenter_cloudprovider_duration_seconds",
@@ -263,7 +315,11 @@ impl Metrics {
                 &["controller", "kind"],
             )?,
             disruption: DisruptionMetrics::register(&registry)?,
+            instance_types: InstanceTypeMetrics::register(&registry)?,
             scheduling_duration,
+            reconcile_time,
+            reconciles,
+            reconcile_errors,
             cloudprovider_duration,
             registry,
             pod_series: Mutex::new(BTreeSet::new()),
@@ -360,6 +416,19 @@ impl Metrics {
     }
 
     /// How long one scheduling decision took (for us, the packing is the whole decision).
+    /// One reconcile of `controller`: an action on one object, or one pass of a loop.
+    pub fn reconciled(&self, controller: &str, result: Reconciled, took: Duration) {
+        self.reconcile_time
+            .with_label_values(&[controller])
+            .observe(took.as_secs_f64());
+        self.reconciles
+            .with_label_values(&[controller, result.label()])
+            .inc();
+        if result == Reconciled::Error {
+            self.reconcile_errors.with_label_values(&[controller]).inc();
+        }
+    }
+
     pub fn observe_scheduling(&self, took: Duration) {
         self.scheduling_duration.observe(took.as_secs_f64());
         self.simulation_duration.observe(took.as_secs_f64());
@@ -468,6 +537,10 @@ impl Metrics {
 impl Metrics {
     pub fn disruption(&self) -> &DisruptionMetrics {
         &self.disruption
+    }
+
+    pub fn instance_types(&self) -> &InstanceTypeMetrics {
+        &self.instance_types
     }
 }
 

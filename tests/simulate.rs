@@ -160,9 +160,9 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-/// What Karpenter v0.31's capacity and performance dashboards read (from their JSON), less the
-/// controller-runtime and node-exporter series that are not Karpenter's own.
-const KARPENTER_V031_DASHBOARD_METRICS: [&str; 11] = [
+/// What Karpenter v0.31's capacity and performance dashboards read (from their JSON), less
+/// node-exporter's series, plus the v0.31 series the issue names for its panels.
+const KARPENTER_V031_DASHBOARD_METRICS: [&str; 16] = [
     "karpenter_deprovisioning_actions_performed",
     "karpenter_nodes_created",
     "karpenter_nodes_terminated",
@@ -174,6 +174,11 @@ const KARPENTER_V031_DASHBOARD_METRICS: [&str; 11] = [
     "karpenter_nodes_total_pod_requests",
     "karpenter_nodes_termination_time_seconds",
     "karpenter_pods_startup_time_seconds",
+    "controller_runtime_reconcile_time_seconds_bucket",
+    "controller_runtime_reconcile_total",
+    "karpenter_cloudprovider_instance_type_price_estimate",
+    "karpenter_deprovisioning_eligible_machines",
+    "karpenter_nodes_system_overhead",
 ];
 
 #[test]

@@ -185,6 +185,10 @@ impl Context {
                 }
             }
         }
+        let region = self.settings.region.as_deref().unwrap_or_default();
+        self.metrics
+            .instance_types()
+            .set(region, types.values().flatten().map(Arc::as_ref));
         *lock(&self.instance_types) = Arc::new(types.clone());
         (types, problems)
     }

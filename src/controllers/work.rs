@@ -7,14 +7,14 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
 use crate::clock::{Clock, sleep_until};
 use crate::controllers::error::ControllerError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reconciled};
 use crate::state::Changes;
 
 /// How an action ended: `Ok(Some(time))` asks for another look at that time.
@@ -27,8 +27,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Work {
     tasks: JoinSet<Outcome>,
-    /// The object of each action in flight, by task: known even when the action panics.
-    names: HashMap<Id, String>,
+    /// The object of each action in flight, and when it started, by task: known even when the
+    /// action panics.
+    names: HashMap<Id, (String, Instant)>,
     busy: HashSet<String>,
     not_before: HashMap<String, SystemTime>,
     failures: HashMap<String, u32>,
@@ -54,7 +55,7 @@ impl Work {
         self.busy.insert(name.clone());
         self.not_before.remove(&name);
         let id = self.tasks.spawn(action).id();
-        self.names.insert(id, name);
+        self.names.insert(id, (name, Instant::now()));
     }
 
     /// The earliest time an object asked to be looked at again.
@@ -76,7 +77,7 @@ impl Work {
             Ok((id, _)) => *id,
             Err(error) => error.id(),
         };
-        let Some(name) = self.names.remove(&id) else {
+        let Some((name, started)) = self.names.remove(&id) else {
             return;
         };
         let outcome = match done {
@@ -91,6 +92,14 @@ impl Work {
             }
         };
         self.busy.remove(&name);
+        if let Some((controller, metrics)) = &self.errors {
+            let result = match &outcome {
+                Ok(None) => Reconciled::Success,
+                Ok(Some(_)) => Reconciled::RequeueAfter,
+                Err(_) => Reconciled::Error,
+            };
+            metrics.reconciled(controller, result, started.elapsed());
+        }
         match outcome {
             Ok(again) => {
                 self.failures.remove(&name);
@@ -168,6 +177,33 @@ mod tests {
 
     fn at(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    #[tokio::test]
+    async fn each_action_is_one_reconcile_counted_by_how_it_ended() {
+        let metrics = Arc::new(Metrics::new().expect("metrics register"));
+        let mut work = Work::counted("lifecycle", metrics.clone());
+        work.spawn("a".to_string(), async { Ok(None) });
+        work.spawn("b".to_string(), async { Ok(Some(at(30))) });
+        work.spawn("c".to_string(), async {
+            Err(ControllerError::Invalid("bad".to_string()))
+        });
+        for _ in 0..3 {
+            work.completed(|| at(0), "test action").await;
+        }
+        let text = metrics.encode().expect("encodes");
+        for result in ["success", "requeue_after", "error"] {
+            let line = format!(
+                "controller_runtime_reconcile_total{{controller=\"lifecycle\",result=\"{result}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains(
+            "controller_runtime_reconcile_time_seconds_count{controller=\"lifecycle\"} 3"
+        ));
+        assert!(
+            text.contains("controller_runtime_reconcile_errors_total{controller=\"lifecycle\"} 1")
+        );
     }
 
     #[tokio::test]

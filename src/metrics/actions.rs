@@ -73,11 +73,17 @@ impl InterruptionMetrics {
     }
 }
 
-/// The disruption loop's metrics: actions by disruption and kind, and what consolidation saved.
+/// The disruption loop's metrics: actions by disruption and kind, what consolidation saved, and
+/// how each pass and each replacement went.
 #[derive(Debug, Clone)]
 pub struct DisruptionMetrics {
     actions: IntCounterVec,
     savings: prometheus::Gauge,
+    eligible: prometheus::IntGaugeVec,
+    evaluation: prometheus::HistogramVec,
+    timeouts: IntCounterVec,
+    replacement_initialized: Histogram,
+    replacement_failures: IntCounterVec,
 }
 
 impl DisruptionMetrics {
@@ -93,9 +99,85 @@ impl DisruptionMetrics {
             "nodewright_consolidation_savings_per_hour",
             "US dollars per hour that consolidation actions saved since the controller started (the removed nodes' prices minus their replacements').",
         )?;
+        let eligible = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "karpenter_deprovisioning_eligible_machines",
+                "Candidates each deprovisioner considered on its last pass.",
+            ),
+            &["deprovisioner"],
+        )?;
+        let evaluation = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "karpenter_deprovisioning_evaluation_duration_seconds",
+                "Seconds one deprovisioner took to decide on a pass, by method.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "karpenter_deprovisioning_consolidation_timeouts",
+                "Consolidation searches that ran out of time, by consolidation type (single-machine, multi-machine).",
+            ),
+            &["consolidation_type"],
+        )?;
+        let replacement_initialized = Histogram::with_opts(
+            HistogramOpts::new(
+                "karpenter_deprovisioning_replacement_machine_initialized_seconds",
+                "Seconds from launching a disruption's replacements until all were initialized.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let replacement_failures = IntCounterVec::new(
+            Opts::new(
+                "karpenter_deprovisioning_replacement_machine_launch_failure_counter",
+                "Disruptions whose replacements failed to launch or initialize (label `<deprovisioner>/<action>`, as Karpenter v0.31 fills it).",
+            ),
+            &["deprovisioner"],
+        )?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(savings.clone()))?;
-        Ok(DisruptionMetrics { actions, savings })
+        registry.register(Box::new(eligible.clone()))?;
+        registry.register(Box::new(evaluation.clone()))?;
+        registry.register(Box::new(timeouts.clone()))?;
+        registry.register(Box::new(replacement_initialized.clone()))?;
+        registry.register(Box::new(replacement_failures.clone()))?;
+        Ok(DisruptionMetrics {
+            actions,
+            savings,
+            eligible,
+            evaluation,
+            timeouts,
+            replacement_initialized,
+            replacement_failures,
+        })
+    }
+
+    pub fn set_eligible(&self, deprovisioner: &str, candidates: usize) {
+        self.eligible
+            .with_label_values(&[deprovisioner])
+            .set(i64::try_from(candidates).unwrap_or(i64::MAX));
+    }
+
+    pub fn evaluated(&self, method: &str, took: Duration) {
+        self.evaluation
+            .with_label_values(&[method])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn consolidation_timed_out(&self, consolidation_type: &str) {
+        self.timeouts.with_label_values(&[consolidation_type]).inc();
+    }
+
+    pub fn replacements_initialized(&self, took: Duration) {
+        self.replacement_initialized.observe(took.as_secs_f64());
+    }
+
+    /// `action` is `delete` or `replace`, as in [`DisruptionMetrics::action_performed`].
+    pub fn replacements_failed(&self, action: &str, deprovisioner: &str) {
+        self.replacement_failures
+            .with_label_values(&[&format!("{deprovisioner}/{action}")])
+            .inc();
     }
 
     /// `action` is `delete` or `replace`; the label is `<deprovisioner>/<action>`, as v0.31's.

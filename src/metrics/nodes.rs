@@ -149,9 +149,10 @@ impl NodeMetrics {
             ];
             let mut set = BTreeSet::new();
             for (index, resources) in figures.into_iter().enumerate() {
-                // Requests and limits show cpu and memory even at zero, so a dashboard's join
-                // on them finds nodes without daemonsets or pods (Karpenter leaves them out).
-                let zeros = if (1..=4).contains(&index) {
+                // Requests, limits and overhead show cpu and memory even at zero, so a
+                // dashboard's join on them finds nodes without daemonsets or pods, or a kubelet
+                // that reserves nothing (Karpenter leaves them out).
+                let zeros = if index >= 1 {
                     [labels::RESOURCE_CPU, labels::RESOURCE_MEMORY]
                         .into_iter()
                         .filter(|r| resources.get(r) == 0)

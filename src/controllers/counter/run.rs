@@ -18,6 +18,7 @@ use crate::clock::sleep;
 use crate::controllers::context::Context;
 use crate::controllers::events::reference;
 use crate::controllers::write;
+use crate::metrics::Reconciled;
 
 /// Bursts of changes are folded into one pass at most this often (simulated time).
 const SETTLE: Duration = Duration::from_millis(500);
@@ -28,7 +29,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     let mut known: BTreeSet<String> = BTreeSet::new();
     loop {
         changes.borrow_and_update();
+        let started = std::time::Instant::now();
         sync(&ctx, &mut known).await;
+        ctx.metrics
+            .reconciled("counter", Reconciled::Success, started.elapsed());
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
             changed = changes.changed() => {

@@ -70,19 +70,29 @@ pub async fn execute(
     }
     let mut created = Vec::new();
     if !command.replacements.is_empty() {
+        let metrics = ctx.metrics.disruption();
+        let launching = ctx.clock.now();
         created = match launch(ctx, command).await {
             Ok(created) => created,
             Err((created, error)) => {
+                metrics.replacements_failed(command.action(), command.reason.as_str());
                 undo(ctx, &tainted, &created).await;
                 return Err(Abort::Failed(error));
             }
         };
         if let Err(abort) = wait_initialized(ctx, command, &created, stop).await {
             if matches!(abort, Abort::Failed(_)) {
+                metrics.replacements_failed(command.action(), command.reason.as_str());
                 undo(ctx, &tainted, &created).await;
             }
             return Err(abort);
         }
+        let took = ctx
+            .clock
+            .now()
+            .duration_since(launching)
+            .unwrap_or_default();
+        metrics.replacements_initialized(took);
     }
     for candidate in &command.candidates {
         event_on_node(ctx, &candidate.node, false, REASON_TERMINATING, &message);

@@ -89,9 +89,27 @@ pub fn consolidate(
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
 ) -> Option<Command> {
+    consolidate_timed(base, candidates, settings).0
+}
+
+/// The search that ran out of time (`karpenter_deprovisioning_consolidation_timeouts`).
+pub const MULTI_NODE: &str = "multi-machine";
+pub const SINGLE_NODE: &str = "single-machine";
+
+/// [`consolidate`], and the searches ([`MULTI_NODE`], [`SINGLE_NODE`]) that ran out of time.
+pub fn consolidate_timed(
+    base: &mut ScheduleInput,
+    candidates: &[Candidate],
+    settings: &ConsolidationSettings,
+) -> (Option<Command>, Vec<&'static str>) {
+    let mut timed_out = Vec::new();
     let room = Room::new(base);
-    if let Some(command) = multi_node(base, &room, candidates, settings) {
-        return Some(command);
+    let (found, out_of_time) = multi_node(base, &room, candidates, settings);
+    if out_of_time {
+        timed_out.push(MULTI_NODE);
+    }
+    if found.is_some() {
+        return (found, timed_out);
     }
     let started = Instant::now();
     for (tried, candidate) in candidates.iter().enumerate() {
@@ -100,36 +118,40 @@ pub fn consolidate(
                 "Abandoning single-node consolidation after {tried} of {} nodes: out of time",
                 candidates.len()
             );
-            return None;
+            timed_out.push(SINGLE_NODE);
+            return (None, timed_out);
         }
         if room.may_consolidate(&[candidate], settings)
             && let Ok(command) = evaluate(base, &[candidate], settings)
         {
-            return Some(command);
+            return (Some(command), timed_out);
         }
     }
-    None
+    (None, timed_out)
 }
 
-/// The longest prefix of two or more candidates that one action removes.
+/// The longest prefix of two or more candidates that one action removes, and whether the
+/// search ran out of time.
 fn multi_node(
     base: &mut ScheduleInput,
     room: &Room,
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
-) -> Option<Command> {
+) -> (Option<Command>, bool) {
     let most = candidates.len().min(MAX_MULTI_NODE);
     if most < 2 {
-        return None;
+        return (None, false);
     }
     let (mut low, mut high) = (2, most);
     let mut best = None;
     let started = Instant::now();
+    let mut out_of_time = false;
     while low <= high {
         if started.elapsed() >= settings.multi_node_budget {
             tracing::info!(
                 "Stopping multi-node consolidation: out of time, keeping the best set found"
             );
+            out_of_time = true;
             break;
         }
         let mid = (low + high) / 2;
@@ -147,7 +169,7 @@ fn multi_node(
             None => high = mid - 1,
         }
     }
-    best
+    (best, out_of_time)
 }
 
 /// Whether `set` can go at once: deleted (its pods fit on the other nodes) or replaced with

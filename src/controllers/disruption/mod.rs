@@ -40,6 +40,7 @@ use self::consolidation::ConsolidationSettings;
 use self::drift::CloudDrift;
 use crate::clock::sleep;
 use crate::controllers::context::Context;
+use crate::metrics::Reconciled;
 use crate::settings::Settings;
 use crate::state::{ClusterState, InstanceTypesByProvisioner, NodeEntry};
 
@@ -67,6 +68,12 @@ pub struct Pass {
     pub blocked: Vec<(Reason, Blocked)>,
     /// Why nothing was decided this pass, when the cluster is in motion.
     pub settling: Option<String>,
+    /// How many candidates each disruption considered (none when settling).
+    pub eligible: Vec<(Reason, usize)>,
+    /// How long each disruption that was evaluated took to decide.
+    pub evaluated: Vec<(Reason, Duration)>,
+    /// Consolidation searches that ran out of time.
+    pub timed_out: Vec<&'static str>,
 }
 
 /// Why disruption waits: a machine still launching or a managed node still terminating.
@@ -199,19 +206,49 @@ impl Snapshot {
         let mut pass = Pass {
             settling: self.settling.take(),
             blocked: std::mem::take(&mut self.blocked),
-            command: None,
+            ..Pass::default()
         };
+        if pass.settling.is_none() {
+            pass.eligible = vec![
+                (Reason::Expiration, self.expired.len()),
+                (Reason::Drift, self.drifted.len()),
+                (Reason::Consolidation, self.consolidatable.len()),
+            ];
+        }
         let Some(base) = self.base.as_mut() else {
             return pass;
         };
         let mut unexpirable = Vec::new();
         let mut undriftable = Vec::new();
-        pass.command = expiry::expire(base, &mut self.expired, self.now, &mut unexpirable)
-            .or_else(|| drift::drift(base, &self.drifted, &self.drift_reasons, &mut undriftable))
-            .or_else(|| {
-                consolidation::order(&mut self.consolidatable);
-                consolidation::consolidate(base, &self.consolidatable, &self.consolidation)
+        let mut timed = |reason: Reason, decide: &mut dyn FnMut() -> Option<Command>| {
+            let started = Instant::now();
+            let command = decide();
+            pass.evaluated.push((reason, started.elapsed()));
+            command
+        };
+        let mut command = timed(Reason::Expiration, &mut || {
+            expiry::expire(base, &mut self.expired, self.now, &mut unexpirable)
+        });
+        if command.is_none() {
+            command = timed(Reason::Drift, &mut || {
+                drift::drift(base, &self.drifted, &self.drift_reasons, &mut undriftable)
             });
+        }
+        let mut timed_out = Vec::new();
+        if command.is_none() {
+            command = timed(Reason::Consolidation, &mut || {
+                consolidation::order(&mut self.consolidatable);
+                let (found, out_of_time) = consolidation::consolidate_timed(
+                    base,
+                    &self.consolidatable,
+                    &self.consolidation,
+                );
+                timed_out = out_of_time;
+                found
+            });
+        }
+        pass.command = command;
+        pass.timed_out = timed_out;
         pass.blocked.extend(
             (unexpirable.into_iter().map(|b| (Reason::Expiration, b)))
                 .chain(undriftable.into_iter().map(|b| (Reason::Drift, b))),
@@ -367,6 +404,18 @@ async fn observe_and_decide(ctx: &Context, cloud: &mut CloudDrift) -> Pass {
         }
     };
     tracing::debug!(took = ?started.elapsed(), "disruption pass");
+    ctx.metrics
+        .reconciled("disruption", Reconciled::Success, started.elapsed());
+    let metrics = ctx.metrics.disruption();
+    for (reason, candidates) in &pass.eligible {
+        metrics.set_eligible(reason.as_str(), *candidates);
+    }
+    for (reason, took) in &pass.evaluated {
+        metrics.evaluated(reason.as_str(), *took);
+    }
+    for search in &pass.timed_out {
+        metrics.consolidation_timed_out(search);
+    }
     pass
 }
 

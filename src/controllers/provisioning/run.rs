@@ -22,6 +22,7 @@ use crate::clock::sleep_until;
 use crate::controllers::context::Context;
 use crate::controllers::events::{pod_reference, reference};
 use crate::controllers::write;
+use crate::metrics::Reconciled;
 use crate::settings::Settings;
 use crate::state::{InstanceTypesByProvisioner, SharedState, object_key};
 
@@ -104,7 +105,15 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 Some(types) => types,
                 None => ctx.resolve_instance_types("provisioner").await,
             };
+            let started = std::time::Instant::now();
             let retry = provision(&ctx, &mut names, &batch, types).await;
+            let result = if retry.is_empty() {
+                Reconciled::Success
+            } else {
+                Reconciled::Error
+            };
+            ctx.metrics
+                .reconciled("provisioning", result, started.elapsed());
             let now = ctx.clock.now();
             for key in retry {
                 batcher.add(key, now);

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::controllers::disruption::consolidation::{
-    ConsolidationSettings, MIN_SPOT_TO_SPOT_TYPES, consolidate, order,
+    ConsolidationSettings, MIN_SPOT_TO_SPOT_TYPES, MULTI_NODE, SINGLE_NODE, consolidate,
+    consolidate_timed, order,
 };
 use crate::controllers::disruption::partition;
 use crate::controllers::disruption::room::Room;
@@ -210,7 +211,11 @@ fn a_search_out_of_time_decides_nothing_rather_than_hold_the_loop() {
         single_node_budget: Duration::ZERO,
         ..in_time
     };
-    assert_eq!(consolidate(&mut base, &found, &no_time), None);
+    assert_eq!(
+        consolidate_timed(&mut base, &found, &no_time),
+        (None, vec![MULTI_NODE, SINGLE_NODE]),
+        "both searches say they ran out of time"
+    );
     // With time for single nodes only, one node at a time is still found.
     let single_only = ConsolidationSettings {
         multi_node_budget: Duration::ZERO,
