@@ -29,6 +29,7 @@ pub const REASON_LAUNCHING: &str = "DeprovisioningLaunching";
 pub const REASON_WAITING: &str = "DeprovisioningWaitingReadiness";
 pub const REASON_TERMINATING: &str = "DeprovisioningTerminating";
 pub const REASON_FAILED: &str = "DeprovisioningFailed";
+pub const REASON_UNCONSOLIDATABLE: &str = "Unconsolidatable";
 
 /// How often a replacement is looked at while nothing changes.
 const REPLACEMENT_POLL: Duration = Duration::from_secs(5);

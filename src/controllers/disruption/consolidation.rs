@@ -89,27 +89,39 @@ pub fn consolidate(
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
 ) -> Option<Command> {
-    consolidate_timed(base, candidates, settings).0
+    consolidate_timed(base, candidates, settings).command
 }
 
 /// The search that ran out of time (`karpenter_deprovisioning_consolidation_timeouts`).
 pub const MULTI_NODE: &str = "multi-machine";
 pub const SINGLE_NODE: &str = "single-machine";
 
-/// [`consolidate`], and the searches ([`MULTI_NODE`], [`SINGLE_NODE`]) that ran out of time.
+/// What a consolidation search found, besides its command.
+#[derive(Debug, Default, PartialEq)]
+pub struct Searched {
+    pub command: Option<Command>,
+    /// The searches ([`MULTI_NODE`], [`SINGLE_NODE`]) that ran out of time.
+    pub timed_out: Vec<&'static str>,
+    /// Nodes tried one at a time that cannot be consolidated, with why (the `Unconsolidatable`
+    /// Event).
+    pub unconsolidatable: Vec<(String, String)>,
+}
+
+/// [`consolidate`], with what else the search found.
 pub fn consolidate_timed(
     base: &mut ScheduleInput,
     candidates: &[Candidate],
     settings: &ConsolidationSettings,
-) -> (Option<Command>, Vec<&'static str>) {
-    let mut timed_out = Vec::new();
+) -> Searched {
+    let mut searched = Searched::default();
     let room = Room::new(base);
     let (found, out_of_time) = multi_node(base, &room, candidates, settings);
     if out_of_time {
-        timed_out.push(MULTI_NODE);
+        searched.timed_out.push(MULTI_NODE);
     }
     if found.is_some() {
-        return (found, timed_out);
+        searched.command = found;
+        return searched;
     }
     let started = Instant::now();
     for (tried, candidate) in candidates.iter().enumerate() {
@@ -118,16 +130,26 @@ pub fn consolidate_timed(
                 "Abandoning single-node consolidation after {tried} of {} nodes: out of time",
                 candidates.len()
             );
-            timed_out.push(SINGLE_NODE);
-            return (None, timed_out);
+            searched.timed_out.push(SINGLE_NODE);
+            return searched;
         }
-        if room.may_consolidate(&[candidate], settings)
-            && let Ok(command) = evaluate(base, &[candidate], settings)
-        {
-            return (Some(command), timed_out);
+        if let Some(why) = room.why_not(&[candidate], settings) {
+            searched
+                .unconsolidatable
+                .push((candidate.node.clone(), why));
+            continue;
+        }
+        match evaluate(base, &[candidate], settings) {
+            Ok(command) => {
+                searched.command = Some(command);
+                return searched;
+            }
+            Err(why) => searched
+                .unconsolidatable
+                .push((candidate.node.clone(), why)),
         }
     }
-    (None, timed_out)
+    searched
 }
 
 /// The longest prefix of two or more candidates that one action removes, and whether the

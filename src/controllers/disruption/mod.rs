@@ -74,6 +74,8 @@ pub struct Pass {
     pub evaluated: Vec<(Reason, Duration)>,
     /// Consolidation searches that ran out of time.
     pub timed_out: Vec<&'static str>,
+    /// Nodes consolidation tried alone and could not remove, with why.
+    pub unconsolidatable: Vec<(String, String)>,
 }
 
 /// Why disruption waits: a machine still launching or a managed node still terminating.
@@ -234,21 +236,21 @@ impl Snapshot {
                 drift::drift(base, &self.drifted, &self.drift_reasons, &mut undriftable)
             });
         }
-        let mut timed_out = Vec::new();
+        let mut searched = consolidation::Searched::default();
         if command.is_none() {
             command = timed(Reason::Consolidation, &mut || {
                 consolidation::order(&mut self.consolidatable);
-                let (found, out_of_time) = consolidation::consolidate_timed(
+                searched = consolidation::consolidate_timed(
                     base,
                     &self.consolidatable,
                     &self.consolidation,
                 );
-                timed_out = out_of_time;
-                found
+                searched.command.take()
             });
         }
         pass.command = command;
-        pass.timed_out = timed_out;
+        pass.timed_out = searched.timed_out;
+        pass.unconsolidatable = searched.unconsolidatable;
         pass.blocked.extend(
             (unexpirable.into_iter().map(|b| (Reason::Expiration, b)))
                 .chain(undriftable.into_iter().map(|b| (Reason::Drift, b))),
@@ -307,6 +309,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             waiting_on = pass.settling.clone();
         }
         report_blocked(&ctx, &pass.blocked);
+        for (node, why) in &pass.unconsolidatable {
+            let message = format!("Can't consolidate node: {why}");
+            act::event_on_node(&ctx, node, false, act::REASON_UNCONSOLIDATABLE, &message);
+        }
         if let Some(decided) = pass.command {
             tracing::debug!(
                 "disruption decided, validating in {}s: {}",

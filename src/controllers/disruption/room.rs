@@ -110,6 +110,12 @@ impl Room {
 
     /// False when `set` certainly cannot be deleted nor replaced by one cheaper node.
     pub fn may_consolidate(&self, set: &[&Candidate], settings: &ConsolidationSettings) -> bool {
+        self.why_not(set, settings).is_none()
+    }
+
+    /// Why `set` certainly cannot be deleted nor replaced by one cheaper node; `None` when it
+    /// may be.
+    pub fn why_not(&self, set: &[&Candidate], settings: &ConsolidationSettings) -> Option<String> {
         let mut need: Vector = [0; 3];
         let mut smallest: Vector = [i64::MAX; 3];
         for pod in set.iter().flat_map(|c| &c.pods) {
@@ -121,7 +127,7 @@ impl Room {
             }
         }
         if need == [0; 3] {
-            return true;
+            return None;
         }
         let names: HashSet<&str> = set.iter().map(|c| c.node.as_str()).collect();
         let mut free: Vector = [0; 3];
@@ -131,18 +137,23 @@ impl Room {
             }
         }
         if fits(&need, &free) {
-            return true;
+            return None;
         }
         // One new node must take the rest, at the price consolidation would pay.
         let Some(price) = set.iter().map(|c| c.price_per_hour).sum::<Option<f64>>() else {
-            return false;
+            return Some("other nodes cannot hold its pods and its price is unknown".to_string());
         };
         let spot_only = set.iter().all(|c| c.is_spot());
         if spot_only && !settings.spot_to_spot {
-            return false;
+            return Some(
+                "other nodes cannot hold its pods, and spot nodes are replaced only with the \
+                 SpotToSpotConsolidation feature gate"
+                    .to_string(),
+            );
         }
         let threshold = price * (1.0 - settings.min_saving_fraction);
-        self.types
+        let cheaper_fits = self
+            .types
             .iter()
             .any(|(name, allocatable, on_demand, spot)| {
                 let cheapest = if spot_only {
@@ -158,6 +169,9 @@ impl Room {
                 !set.iter().any(|c| &c.instance_type == name)
                     && cheapest.is_some_and(|p| p <= threshold)
                     && fits(&need, &with_new)
-            })
+            });
+        (!cheaper_fits).then(|| {
+            "other nodes cannot hold its pods and no cheaper instance type could".to_string()
+        })
     }
 }

@@ -102,10 +102,17 @@ fn spot_nodes_are_replaced_only_with_the_gate_and_a_choice_of_spot_types() {
     cluster
         .node("spot", "m5.2xlarge", "spot")
         .pod("a", "spot", "1");
+    let pass = cluster.decide();
     assert!(
-        cluster.decide().command.is_none(),
+        pass.command.is_none(),
         "spot to spot needs the SpotToSpotConsolidation gate"
     );
+    // The node says why it stays (the Unconsolidatable Event).
+    let [(node, why)] = pass.unconsolidatable.as_slice() else {
+        panic!("one unconsolidatable node: {:?}", pass.unconsolidatable);
+    };
+    assert_eq!(node, "spot");
+    assert!(why.contains("SpotToSpotConsolidation"), "{why}");
 
     cluster.settings.feature_gates.spot_to_spot_consolidation = true;
     assert!(
@@ -211,9 +218,11 @@ fn a_search_out_of_time_decides_nothing_rather_than_hold_the_loop() {
         single_node_budget: Duration::ZERO,
         ..in_time
     };
+    let searched = consolidate_timed(&mut base, &found, &no_time);
+    assert_eq!(searched.command, None);
     assert_eq!(
-        consolidate_timed(&mut base, &found, &no_time),
-        (None, vec![MULTI_NODE, SINGLE_NODE]),
+        searched.timed_out,
+        [MULTI_NODE, SINGLE_NODE],
         "both searches say they ran out of time"
     );
     // With time for single nodes only, one node at a time is still found.
