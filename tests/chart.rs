@@ -13,3 +13,5 @@ mod e2e;
 mod manifests;
 #[path = "chart/rbac.rs"]
 mod rbac;
+#[path = "chart/values.rs"]
+mod values;

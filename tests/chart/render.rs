@@ -54,8 +54,16 @@ fn renderer() -> &'static Path {
 /// first so later overrides may replace it. `Err` carries the renderer's message (a `required`
 /// or template error), as `helm template` would print it.
 pub fn try_render(sets: &[&str]) -> Result<String, String> {
+    try_render_with(None, sets)
+}
+
+/// [`try_render`] with a values file (`-f`) before the `--set`s.
+fn try_render_with(values: Option<&Path>, sets: &[&str]) -> Result<String, String> {
     let mut command = Command::new(renderer());
     command.args(["--namespace", NAMESPACE, "--release", RELEASE]);
+    if let Some(file) = values {
+        command.arg("-f").arg(file);
+    }
     for set in sets {
         command.args(["--set", set]);
     }
@@ -99,6 +107,27 @@ pub fn render(sets: &[&str]) -> Rendered {
         .collect();
     render_exactly(&all)
 }
+
+/// Renders with `values` (a values.yaml a user would pass with `-f`) and the cluster name.
+pub fn render_values(values: &str) -> Rendered {
+    let file = std::env::temp_dir().join(format!(
+        "nodewright-chart-values-{}-{}.yaml",
+        std::process::id(),
+        VALUES_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&file, values).expect("the values file is written");
+    let cluster = format!("settings.clusterName={CLUSTER}");
+    let text = try_render_with(Some(&file), &[&cluster])
+        .unwrap_or_else(|e| panic!("the chart renders with {values}: {e}"));
+    let _ = std::fs::remove_file(&file);
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("the rendered manifests are YAML: {e}\n{text}"));
+    Rendered {
+        objects: objects.into_iter().filter(|o| !o.is_null()).collect(),
+    }
+}
+
+static VALUES_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Renders with exactly `sets` (an install line's own `--set`s); panics on a template error.
 pub fn render_exactly(all: &[&str]) -> Rendered {

@@ -87,3 +87,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- else }}{{ .Values.logFormat }}
 {{- end }}
 {{- end }}
+
+{{- /* metadata.annotations of every object: additionalAnnotations, then the object's own. */}}
+{{- define "nodewright.annotations" -}}
+{{- $all := merge (dict) (.own | default dict) (.root.Values.additionalAnnotations | default dict) -}}
+{{- with $all }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
