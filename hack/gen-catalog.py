@@ -17,10 +17,11 @@ Run from the repository root:
 
 import argparse
 import gzip
-import io
 import json
 import os
 import sys
+
+from generated import encode, write_or_check
 
 OUTPUT = "crates/scheduling/data/ec2-catalog.json.gz"
 
@@ -114,15 +115,6 @@ def build(regions_wanted):
     }
 
 
-def encode(catalog):
-    text = json.dumps(catalog, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    out = io.BytesIO()
-    # mtime=0 and an empty file name make the bytes depend on the content only.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=9, mtime=0) as gz:
-        gz.write(text.encode("utf-8"))
-    return out.getvalue()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--region", action="append", help="only these regions (default: every region moto has)")
@@ -137,21 +129,7 @@ def main():
         f"{len(catalog['InstanceTypes'])} instance types, {len(regions)} regions, "
         f"{sum(len(z) for z in regions.values())} zones, {len(data)} bytes"
     )
-    if args.check:
-        try:
-            with open(args.output, "rb") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        if current != data:
-            sys.exit(f"gen-catalog: {args.output} is stale; run python3 hack/gen-catalog.py")
-        print(f"gen-catalog: {args.output} is up to date ({summary})")
-        return
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "wb") as f:
-        f.write(data)
-    print(f"gen-catalog: wrote {args.output}: {summary}")
-
+    write_or_check("gen-catalog", data, args.output, summary, args.check)
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,12 @@ Run from the repository root:
 import argparse
 import gzip
 import hashlib
-import io
 import json
 import math
 import os
 import sys
+
+from generated import encode, write_or_check
 
 INPUT = os.path.join("..", "shared", "data", "ec2-ondemand-prices.json")
 OUTPUT = "crates/scheduling/data/ec2-ondemand-prices.json.gz"
@@ -42,15 +43,6 @@ def build(path):
         "InputSha256": hashlib.sha256(raw).hexdigest(),
         "Regions": regions,
     }
-
-
-def encode(table):
-    text = json.dumps(table, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    out = io.BytesIO()
-    # mtime=0 and an empty file name make the bytes depend on the content only.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=9, mtime=0) as gz:
-        gz.write(text.encode("utf-8"))
-    return out.getvalue()
 
 
 def main():
@@ -76,21 +68,7 @@ def main():
         f"{sum(len(p) for p in table['Regions'].values())} prices in "
         f"{len(table['Regions'])} region(s), {len(data)} bytes"
     )
-    if args.check:
-        try:
-            with open(args.output, "rb") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = None
-        if current != data:
-            sys.exit(f"gen-prices: {args.output} is stale; run python3 hack/gen-prices.py")
-        print(f"gen-prices: {args.output} is up to date ({summary})")
-        return
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "wb") as f:
-        f.write(data)
-    print(f"gen-prices: wrote {args.output}: {summary}")
-
+    write_or_check("gen-prices", data, args.output, summary, args.check)
 
 if __name__ == "__main__":
     main()

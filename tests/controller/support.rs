@@ -193,25 +193,8 @@ impl Sim {
 
     /// Starts a controller that leads while `leader` says so.
     pub fn controller_with(&self, settings: Settings, leader: watch::Receiver<bool>) -> Controller {
-        let metrics = Arc::new(Metrics::new().expect("metrics register"));
-        let manager = Manager::new(
-            self.controller_client.clone(),
-            self.cloud.clone(),
-            self.clock.clone(),
-            settings,
-            metrics.clone(),
-        )
-        .with_eviction_client(self.evictions.clone());
-        let running = manager.running();
         let (shutdown, stopped) = watch::channel(false);
-        let task = tokio::spawn(manager.run(leader, stopped));
-        Controller {
-            metrics,
-            running,
-            shutdown,
-            task,
-            leadership: None,
-        }
+        self.start_controller(settings, None, leader, (shutdown, stopped))
     }
 
     /// A single controller that always leads, reading and watching the settings ConfigMap
@@ -221,7 +204,6 @@ impl Sim {
         settings: Settings,
         name: &str,
     ) -> Controller {
-        let metrics = Arc::new(Metrics::new().expect("metrics register"));
         let (shutdown, stopped) = watch::channel(false);
         let (settings, updates) = GlobalSettings::new(
             self.controller_client.clone(),
@@ -233,24 +215,44 @@ impl Sim {
         .start(stopped.clone())
         .await
         .expect("the settings load");
-        let manager = Manager::new(
+        let leadership = Leadership::always();
+        let mut controller = self.start_controller(
+            settings,
+            Some(updates),
+            leadership.subscribe(),
+            (shutdown, stopped),
+        );
+        controller.leadership = Some(leadership);
+        controller
+    }
+
+    fn start_controller(
+        &self,
+        settings: Settings,
+        updates: Option<watch::Receiver<Settings>>,
+        leader: watch::Receiver<bool>,
+        (shutdown, stopped): (watch::Sender<bool>, watch::Receiver<bool>),
+    ) -> Controller {
+        let metrics = Arc::new(Metrics::new().expect("metrics register"));
+        let mut manager = Manager::new(
             self.controller_client.clone(),
             self.cloud.clone(),
             self.clock.clone(),
             settings,
             metrics.clone(),
         )
-        .with_eviction_client(self.evictions.clone())
-        .with_settings_updates(updates);
+        .with_eviction_client(self.evictions.clone());
+        if let Some(updates) = updates {
+            manager = manager.with_settings_updates(updates);
+        }
         let running = manager.running();
-        let leadership = Leadership::always();
-        let task = tokio::spawn(manager.run(leadership.subscribe(), stopped));
+        let task = tokio::spawn(manager.run(leader, stopped));
         Controller {
             metrics,
             running,
             shutdown,
             task,
-            leadership: Some(leadership),
+            leadership: None,
         }
     }
 
