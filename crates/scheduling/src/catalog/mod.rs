@@ -77,6 +77,18 @@ pub enum CatalogError {
     },
 }
 
+/// A gzip JSON document compiled into the binary, read as `T`.
+fn embedded_json<T: serde::de::DeserializeOwned>(
+    gzip: &[u8],
+    what: &'static str,
+) -> Result<T, CatalogError> {
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(gzip)
+        .read_to_string(&mut json)
+        .map_err(|source| CatalogError::EmbeddedGzip { what, source })?;
+    serde_json::from_str(&json).map_err(|source| CatalogError::Json { what, source })
+}
+
 /// Region → zone → names of the instance types offered there.
 type OfferingsByZone = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
@@ -101,18 +113,7 @@ struct EmbeddedCatalog {
 impl Catalog {
     /// The catalog compiled into the binary.
     pub fn embedded() -> Result<Catalog, CatalogError> {
-        let mut json = String::new();
-        flate2::read::GzDecoder::new(EMBEDDED_GZIP)
-            .read_to_string(&mut json)
-            .map_err(|source| CatalogError::EmbeddedGzip {
-                what: "embedded EC2 catalog",
-                source,
-            })?;
-        let embedded: EmbeddedCatalog =
-            serde_json::from_str(&json).map_err(|source| CatalogError::Json {
-                what: "embedded EC2 catalog",
-                source,
-            })?;
+        let embedded: EmbeddedCatalog = embedded_json(EMBEDDED_GZIP, "embedded EC2 catalog")?;
         Ok(Catalog {
             source: embedded.source,
             records: sorted_unique(embedded.instance_types, "embedded EC2 catalog")?,

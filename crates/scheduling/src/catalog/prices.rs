@@ -5,11 +5,10 @@
 //! "spotEstimate"?: fraction}`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use serde::Deserialize;
 
-use super::CatalogError;
+use super::{CatalogError, embedded_json};
 use crate::instance_type::{CapacityType, InstanceType};
 
 /// US dollars per hour by instance type (on-demand) and by zone and type (spot), for one region.
@@ -115,18 +114,7 @@ impl PriceTable {
     /// The embedded on-demand list prices of `region`, spot estimated by
     /// [`SPOT_ESTIMATE_OF_ON_DEMAND`]; `None` for a region the table lacks.
     pub fn embedded(region: &str) -> Result<Option<PriceTable>, CatalogError> {
-        let mut json = String::new();
-        flate2::read::GzDecoder::new(EMBEDDED_GZIP)
-            .read_to_string(&mut json)
-            .map_err(|source| CatalogError::EmbeddedGzip {
-                what: "embedded price table",
-                source,
-            })?;
-        let mut embedded: EmbeddedPrices =
-            serde_json::from_str(&json).map_err(|source| CatalogError::Json {
-                what: "embedded price table",
-                source,
-            })?;
+        let mut embedded: EmbeddedPrices = embedded_json(EMBEDDED_GZIP, "embedded price table")?;
         Ok(embedded.regions.remove(region).map(|on_demand| PriceTable {
             region: region.to_string(),
             source: Some(embedded.source),
