@@ -141,12 +141,16 @@ impl Snapshot {
             .collect()
     }
 
-    /// Instances older than `grace` without a Machine or without a Node.
-    pub fn orphans(&self, now: SystemTime, grace: Duration) -> Vec<String> {
+    /// Instances no Machine accounts for once older than `grace` (the GC's to end), and
+    /// instances whose Machine has no Node once older than `registration` (the machine
+    /// liveness check's to end): either is a leak.
+    pub fn orphans(&self, now: SystemTime, grace: Duration, registration: Duration) -> Vec<String> {
         let machines: BTreeSet<String> = self.machines.iter().map(|m| m.name_any()).collect();
+        let older_than = |launched: Option<SystemTime>, limit: Duration| {
+            launched.is_some_and(|at| now.duration_since(at).is_ok_and(|age| age > limit))
+        };
         self.instances
             .iter()
-            .filter(|i| i.launched.is_some_and(|at| now.duration_since(at).is_ok_and(|age| age > grace)))
             .filter_map(|i| {
                 let has_machine = i.machine.as_ref().is_some_and(|m| machines.contains(m));
                 let has_node = self.nodes.iter().any(|n| {
@@ -155,9 +159,14 @@ impl Snapshot {
                         .and_then(|s| s.provider_id.as_deref())
                         .is_some_and(|p| p.ends_with(&i.provider_id_suffix()))
                 });
-                (!has_machine || !has_node).then(|| {
+                let limit = match (has_machine, has_node) {
+                    (false, _) => grace,
+                    (true, false) => registration,
+                    (true, true) => return None,
+                };
+                older_than(i.launched, limit).then(|| {
                     format!(
-                        "instance {} ({}) older than {grace:?} has machine: {has_machine}, node: {has_node}",
+                        "instance {} ({}) older than {limit:?} has machine: {has_machine}, node: {has_node}",
                         i.id, i.instance_type
                     )
                 })

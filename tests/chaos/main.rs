@@ -4,7 +4,8 @@
 //! launch, mid-drain), the API server refusing, failing and cutting requests (ending watches),
 //! EC2 throttling and insufficient capacity, nodes going NotReady mid-drain, `kubectl delete
 //! node`. Checked throughout: no limit exceeded, no PDB violated, at most one instance per
-//! Machine, no instance without a Machine and a Node past the GC's grace; after each wave: no pod
+//! Machine, no instance without a Machine past the GC's grace nor with a Machine and no Node past
+//! the registration TTL; after each wave: no pod
 //! pending that capacity could hold; at the end: nothing left after scale to zero, no panic.
 //!
 //! `cargo test --test chaos` runs one trial. More:

@@ -18,9 +18,14 @@ use crate::rng::Rng;
 use crate::support::proxy::Fault;
 use crate::workload::{self, GUARDED_REPLICAS, ProvisionerShape, SCALED};
 
-/// An instance may live this long without a Machine and a Node: the GC's 30 s grace, its 10 s
-/// period, and room for a launch whose Machine write was slowed by the faults.
+/// An instance may live this long without a Machine: the GC's 30 s grace, its 10 s period, and
+/// room for a launch whose Machine write was slowed by the faults.
 const ORPHAN_GRACE: Duration = Duration::from_secs(90);
+/// An instance whose Machine has no Node may live this long: the machine registration TTL
+/// (15 min, `MACHINE_REGISTRATION_TTL`) and the GC's grace. How soon the simulated kubelet
+/// registers a node depends on how busy the machine is, so a shorter bound would measure the
+/// machine, not the controller.
+const UNREGISTERED_GRACE: Duration = Duration::from_secs(15 * 60 + 90);
 /// How long a wave may take to settle once the faults stop: longer than an offering held out
 /// for insufficient capacity (3 min) plus the 30 s until waiting pods are planned again and a
 /// launch, since a pod may legitimately wait that long when every offering it fits was held out.
@@ -213,8 +218,11 @@ fn check(shared: &Shared, snap: &Snapshot) {
     for duplicate in snap.duplicate_launches() {
         shared.violation("more than one instance per Machine", duplicate);
     }
-    for orphan in snap.orphans(SystemTime::now(), ORPHAN_GRACE) {
-        shared.violation("instance without a Machine and a Node", orphan);
+    for orphan in snap.orphans(SystemTime::now(), ORPHAN_GRACE, UNREGISTERED_GRACE) {
+        shared.violation(
+            "instance without a Machine, or a Machine without a Node",
+            orphan,
+        );
     }
     let ready = snap.guarded_ready();
     if ready >= GUARDED_REPLICAS {
