@@ -25,8 +25,34 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nodewright")))
 }
 
+/// A port nothing listens on, for a child process to bind. Taken below Linux's ephemeral range
+/// (32768 and up, where the proxies' and clients' `bind(0)` land) and never handed out twice
+/// by this process, so the port cannot be taken between the check and the child's bind.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const LAST: u16 = 32_000;
+    // Processes started together begin apart.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        FIRST + (std::process::id() % 1_000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in FIRST..LAST {
+        let mut port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port >= LAST {
+            port = FIRST + port % (LAST - FIRST);
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
 }
 
 struct Replica {
