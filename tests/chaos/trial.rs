@@ -377,6 +377,9 @@ async fn chaos(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cluster.api.set_weather(Weather::default());
+    // An EC2 fault not yet met would otherwise strike during the settle, which is timed from
+    // here: an insufficient-capacity error then holds offerings out for 3 more minutes.
+    cluster.ec2_faults.clear();
     *shared.armed.lock().expect("armed") = Armed::default();
     cluster.restart_dead()?;
     Ok(())

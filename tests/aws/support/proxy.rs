@@ -75,6 +75,12 @@ impl FaultProxy {
         });
     }
 
+    /// Drops every fault not yet applied.
+    #[allow(dead_code)] // The chaos harness's; the AWS tests inject one fault at a time.
+    pub fn clear(&self) {
+        self.shared.lock().expect("proxy state").rules.clear();
+    }
+
     /// How many requests of `action` reached the proxy.
     pub fn count(&self, action: &str) -> usize {
         let shared = self.shared.lock().expect("proxy state");
