@@ -250,11 +250,7 @@ impl Settings {
             .map(|arg| arg.get_id().as_str())
             .filter(|id| {
                 matches!(
-                    matches
-                        .try_get_raw(id)
-                        .ok()
-                        .flatten()
-                        .and(matches.value_source(id)),
+                    matches.value_source(id),
                     Some(ValueSource::CommandLine | ValueSource::EnvVariable)
                 )
             })

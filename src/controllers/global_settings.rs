@@ -20,7 +20,6 @@ use crate::settings::global::{self, hold_back_restart_only};
 type Adjustment = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 /// Where the ConfigMap is and what it applies over.
-#[derive(Clone)]
 pub struct GlobalSettings {
     api: Api<ConfigMap>,
     name: String,
@@ -66,14 +65,10 @@ impl GlobalSettings {
         settings
     }
 
-    /// The settings now. No ConfigMap is no change; one that cannot be read (its RBAC, the API
-    /// server) is a warning; a bad value is an error.
-    pub async fn load(&self) -> Result<Settings, String> {
-        self.load_version().await.map(|(settings, _)| settings)
-    }
-
-    /// [`GlobalSettings::load`] and the resource version of the ConfigMap it read.
-    async fn load_version(&self) -> Result<(Settings, Option<String>), String> {
+    /// The settings now, and the resource version of the ConfigMap they came from. No ConfigMap
+    /// is no change; one that cannot be read (its RBAC, the API server) is a warning; a bad value
+    /// is an error.
+    async fn load(&self) -> Result<(Settings, Option<String>), String> {
         match self.api.get_opt(&self.name).await {
             Ok(Some(config_map)) => {
                 let settings = self.apply(&config_map)?;
@@ -87,7 +82,7 @@ impl GlobalSettings {
         }
     }
 
-    /// [`GlobalSettings::load`], then a watch in a task until `shutdown`:
+    /// The settings now, then a watch in a task until `shutdown`:
     /// the settings now and where the next ones come ([`Manager::with_settings_updates`]).
     ///
     /// [`Manager::with_settings_updates`]: crate::controllers::manager::Manager::with_settings_updates
@@ -95,7 +90,7 @@ impl GlobalSettings {
         self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Settings, watch::Receiver<Settings>), String> {
-        let (settings, version) = self.load_version().await?;
+        let (settings, version) = self.load().await?;
         let (updates, updated) = watch::channel(settings.clone());
         tokio::spawn(self.watch_from(version, updates, shutdown));
         Ok((settings, updated))

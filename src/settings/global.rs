@@ -51,14 +51,14 @@ pub fn apply(
     let mut warnings = Vec::new();
     for (key, value) in data {
         let value = value.trim();
-        let Some(field) = field_of(key) else {
+        let Some(field) = Field::of(key) else {
             match WITHOUT_EFFECT.iter().find(|(name, _)| name == key) {
                 Some((_, why)) => warnings.push(format!("{key} has no effect: {why}")),
                 None => warnings.push(format!("{key} is not a setting nodewright knows; ignored")),
             }
             continue;
         };
-        if explicit.contains(field) {
+        if explicit.contains(field.id()) {
             warnings.push(format!(
                 "{key} is ignored: the flag or environment variable for it is set"
             ));
@@ -66,25 +66,24 @@ pub fn apply(
         }
         let bad = |why: String| format!("{DEFAULT_CONFIGMAP} key {key}: {why}");
         match field {
-            "batch_max_duration" => {
+            Field::BatchMaxDuration => {
                 settings.batch_max_duration = parse_duration(value).map_err(bad)?
             }
-            "batch_idle_duration" => {
+            Field::BatchIdleDuration => {
                 settings.batch_idle_duration = parse_duration(value).map_err(bad)?
             }
-            "cluster_name" => settings.cluster_name = value.to_string(),
-            "cluster_endpoint" => settings.cluster_endpoint = non_empty(value),
-            "default_instance_profile" => settings.default_instance_profile = non_empty(value),
-            "interruption_queue" => settings.interruption_queue = non_empty(value),
-            "vm_memory_overhead_percent" => {
+            Field::ClusterName => settings.cluster_name = value.to_string(),
+            Field::ClusterEndpoint => settings.cluster_endpoint = non_empty(value),
+            Field::DefaultInstanceProfile => settings.default_instance_profile = non_empty(value),
+            Field::InterruptionQueue => settings.interruption_queue = non_empty(value),
+            Field::VmMemoryOverheadPercent => {
                 settings.vm_memory_overhead_percent = value
                     .parse()
                     .map_err(|_| bad(format!("{value:?} is not a number")))?
             }
-            "isolated_vpc" => settings.isolated_vpc = boolean(value).map_err(bad)?,
-            "tags" => settings.tags = tags(value).map_err(bad)?,
-            "feature_gates" => settings.feature_gates.drift = boolean(value).map_err(bad)?,
-            _ => warnings.push(format!("{key} is not a setting nodewright knows; ignored")),
+            Field::IsolatedVpc => settings.isolated_vpc = boolean(value).map_err(bad)?,
+            Field::Tags => settings.tags = tags(value).map_err(bad)?,
+            Field::Drift => settings.feature_gates.drift = boolean(value).map_err(bad)?,
         }
     }
     settings
@@ -93,22 +92,54 @@ pub fn apply(
     Ok(Applied { settings, warnings })
 }
 
-/// The [`Settings`] field (its clap id) a ConfigMap key sets.
-fn field_of(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "batchMaxDuration" => "batch_max_duration",
-        "batchIdleDuration" => "batch_idle_duration",
-        "aws.clusterName" => "cluster_name",
-        "aws.clusterEndpoint" => "cluster_endpoint",
-        "aws.defaultInstanceProfile" => "default_instance_profile",
-        "aws.interruptionQueueName" => "interruption_queue",
-        "aws.vmMemoryOverheadPercent" => "vm_memory_overhead_percent",
-        "aws.isolatedVPC" => "isolated_vpc",
-        "aws.tags" => "tags",
-        // FEATURE_GATES sets every gate at once: when it is given, it decides drift.
-        "featureGates.driftEnabled" => "feature_gates",
-        _ => return None,
-    })
+/// The [`Settings`] field a ConfigMap key sets.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    BatchMaxDuration,
+    BatchIdleDuration,
+    ClusterName,
+    ClusterEndpoint,
+    DefaultInstanceProfile,
+    InterruptionQueue,
+    VmMemoryOverheadPercent,
+    IsolatedVpc,
+    Tags,
+    Drift,
+}
+
+impl Field {
+    fn of(key: &str) -> Option<Field> {
+        Some(match key {
+            "batchMaxDuration" => Field::BatchMaxDuration,
+            "batchIdleDuration" => Field::BatchIdleDuration,
+            "aws.clusterName" => Field::ClusterName,
+            "aws.clusterEndpoint" => Field::ClusterEndpoint,
+            "aws.defaultInstanceProfile" => Field::DefaultInstanceProfile,
+            "aws.interruptionQueueName" => Field::InterruptionQueue,
+            "aws.vmMemoryOverheadPercent" => Field::VmMemoryOverheadPercent,
+            "aws.isolatedVPC" => Field::IsolatedVpc,
+            "aws.tags" => Field::Tags,
+            "featureGates.driftEnabled" => Field::Drift,
+            _ => return None,
+        })
+    }
+
+    /// The clap id of the flag or environment variable that sets the same field.
+    fn id(self) -> &'static str {
+        match self {
+            Field::BatchMaxDuration => "batch_max_duration",
+            Field::BatchIdleDuration => "batch_idle_duration",
+            Field::ClusterName => "cluster_name",
+            Field::ClusterEndpoint => "cluster_endpoint",
+            Field::DefaultInstanceProfile => "default_instance_profile",
+            Field::InterruptionQueue => "interruption_queue",
+            Field::VmMemoryOverheadPercent => "vm_memory_overhead_percent",
+            Field::IsolatedVpc => "isolated_vpc",
+            Field::Tags => "tags",
+            // FEATURE_GATES sets every gate at once: when it is given, it decides drift.
+            Field::Drift => "feature_gates",
+        }
+    }
 }
 
 fn non_empty(value: &str) -> Option<String> {

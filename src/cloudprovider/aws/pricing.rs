@@ -175,8 +175,10 @@ impl Pricing {
             return fresh;
         }
         let Some(api) = &self.api else {
-            // An isolated VPC: no Pricing API to ask.
-            return self.list_prices();
+            // An isolated VPC: no Pricing API to ask. Kept like an answer, not decoded per call.
+            let prices = self.list_prices();
+            self.store(&self.on_demand, prices.clone());
+            return prices;
         };
         match api.on_demand_prices(self.region.clone()).await {
             Ok(prices) => {
