@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -28,6 +28,9 @@ use super::apiserver::selectors::LabelSelector;
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// How soon a failed reconcile is retried.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+/// A burst of pod changes (thousands of creations, each one an event) reconciles once after it
+/// settles, instead of once per event, each listing every pod.
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
@@ -45,6 +48,7 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
     let pods: Api<Pod> = Api::all(client.clone());
     Controller::new(deployments, watcher::Config::default())
         .owns(pods, watcher::Config::default())
+        .with_config(controller::Config::default().debounce(DEBOUNCE))
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile,

@@ -6,7 +6,8 @@
 //! binding of the previous pass is never placed twice), let the scheduling core place every
 //! pending pod in one batch on the existing nodes (its fit checks are the only ones: resources,
 //! selectors, affinity, taints, spread), then post the bindings and the status changes. Watches
-//! on pods and nodes only trigger passes; changes that arrive during a pass fold into the next.
+//! on pods and nodes only trigger passes, once a burst of changes settles; changes that arrive
+//! during a pass fold into the next.
 //! Like the deployment controller it reacts to changes and needs no clock.
 //!
 //! Simplified: no preemption, no nominated nodes, no scoring beyond the core's packing, and
@@ -19,7 +20,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -41,6 +42,11 @@ pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 const WRITES_IN_FLIGHT: usize = 16;
 /// How soon a failed pass is retried.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+/// A pass waits until changes stop arriving for this long (at most [`SETTLE_AT_MOST`]): a burst
+/// of thousands of pod events is then one pass, not one per chunk of the watch stream, each
+/// listing every pod.
+const SETTLED_AFTER: Duration = Duration::from_millis(10);
+const SETTLE_AT_MOST: Duration = Duration::from_secs(1);
 /// The core's clause for "no provisioner": this scheduler never launches nodes, so it is noise.
 const NO_PROVISIONER: &str = "no provisioner can launch a node";
 
@@ -110,8 +116,20 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send + Syn
             }
             () = tokio::time::sleep(RETRY_AFTER), if retry => {}
         }
-        // Everything already delivered is covered by the pass about to run.
-        while let Some(Some(())) = changes.next().now_or_never() {}
+        // Everything delivered until the changes settle is covered by the pass about to run.
+        let settle_by = tokio::time::Instant::now() + SETTLE_AT_MOST;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                change = changes.next() => {
+                    if change.is_none() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(SETTLED_AFTER) => break,
+                () = tokio::time::sleep_until(settle_by) => break,
+            }
+        }
         retry = match schedule_pass(&client).await {
             Ok(_) => false,
             Err(error) => {
