@@ -120,6 +120,85 @@ impl Clock for ScaledClock {
     }
 }
 
+/// Time that passes only while every task of a Tokio runtime started paused waits on a timer:
+/// Tokio then jumps to the next timer. Nothing the machine does (load, slow passes) moves it,
+/// so a simulation decides the same way on any machine. Made on the runtime it measures.
+#[derive(Debug)]
+pub struct VirtualClock {
+    start: SystemTime,
+    started: tokio::time::Instant,
+}
+
+impl VirtualClock {
+    pub fn new(start: SystemTime) -> Self {
+        Self {
+            start,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.started)
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> SystemTime {
+        self.start + self.elapsed()
+    }
+
+    /// Real time spent computing moves no timer.
+    fn simulated_duration(&self, _real: Duration) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// The simulator's clock: virtual time when only in-process components take part, real time
+/// sped up when another process (moto, a separately started controller) keeps real time.
+#[derive(Debug)]
+pub enum SimClock {
+    Virtual(VirtualClock),
+    Scaled(ScaledClock),
+}
+
+impl SimClock {
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            SimClock::Virtual(clock) => clock.elapsed(),
+            SimClock::Scaled(clock) => clock.elapsed(),
+        }
+    }
+
+    pub fn is_virtual(&self) -> bool {
+        matches!(self, SimClock::Virtual(_))
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        match self {
+            SimClock::Virtual(clock) => clock.now(),
+            SimClock::Scaled(clock) => clock.now(),
+        }
+    }
+
+    fn real_duration(&self, simulated: Duration) -> Duration {
+        match self {
+            SimClock::Virtual(clock) => clock.real_duration(simulated),
+            SimClock::Scaled(clock) => clock.real_duration(simulated),
+        }
+    }
+
+    fn simulated_duration(&self, real: Duration) -> Duration {
+        match self {
+            SimClock::Virtual(clock) => clock.simulated_duration(real),
+            SimClock::Scaled(clock) => clock.simulated_duration(real),
+        }
+    }
+}
+
 /// Whether `since` lies at least `ttl` before `now` (a clock that went backwards never expires).
 pub(crate) fn expired(since: SystemTime, ttl: Duration, now: SystemTime) -> bool {
     now.duration_since(since).is_ok_and(|age| age >= ttl)
@@ -157,6 +236,22 @@ mod tests {
         assert!(simulated >= Duration::from_millis(1200), "{simulated:?}");
         assert!(clock.now() >= start);
         assert_eq!(ScaledClock::new(start, 0.0).speed(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn virtual_time_jumps_to_the_next_timer_and_ignores_real_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let clock = VirtualClock::new(start);
+        // Real time spent computing passes no simulated time.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(clock.now(), start);
+        assert_eq!(
+            clock.simulated_duration(Duration::from_secs(5)),
+            Duration::ZERO
+        );
+        // An hour's wait ends exactly an hour later on the clock.
+        sleep(&clock, Duration::from_secs(3600)).await;
+        assert_eq!(clock.now(), start + Duration::from_secs(3600));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams, PostParams};
 use nodewright::clock;
 use nodewright::cloudprovider::{LaunchRequest, MachineId};
 use nodewright::sim::scenario::{
-    Action, ControllerHook, ControllerParts, OutputFormat, Report, Scenario, ScenarioError,
+    Action, ControllerHook, ControllerParts, OutputFormat, Pacing, Report, Scenario, ScenarioError,
     Simulation, SimulationOptions,
 };
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ fn dir_with(files: &[(&str, &str)]) -> PathBuf {
 
 fn options(speed: f64, output: OutputFormat) -> SimulationOptions {
     SimulationOptions {
-        speed,
+        pacing: Pacing::RealTime { speed },
         output,
         ..SimulationOptions::default()
     }

@@ -21,8 +21,7 @@ fn simulate(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn the_tutorial_launches_one_spot_node_and_removes_it_once_empty() {
-    // At the default speed, as a newcomer runs it: the scenario's 5 m timeouts are 10 s of
-    // real time, room enough on a loaded machine.
+    // As a newcomer runs it, on virtual time.
     let (code, stdout, stderr) = simulate(&["examples/tutorial/scenario.yaml", "-o", "json"]);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
@@ -140,6 +139,98 @@ fn a_missing_scenario_file_is_bad_input() {
     assert!(stderr.contains("no-such-scenario.yaml"), "{stderr}");
 }
 
+/// When the first controller log line carrying `message` was stamped (simulated time).
+fn logged_at(stderr: &str, message: &str) -> k8s_openapi::jiff::Timestamp {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains(message))
+        .unwrap_or_else(|| panic!("{message:?} missing from:\n{stderr}"));
+    let stamp = line.split('\t').next().unwrap_or_default();
+    stamp
+        .parse()
+        .unwrap_or_else(|error| panic!("{stamp:?}: {error}"))
+}
+
+/// On virtual time a run decides the same way every time, however busy the machine: three runs
+/// side by side launch the same nodes at the same simulated moments, and the first launch comes
+/// one batch idle window (Karpenter's 1 s) after the pods appear, as in a real cluster.
+#[test]
+fn the_tutorial_decides_the_same_way_run_after_run() {
+    let dir = std::env::temp_dir().join(format!("nodewright-repeat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
+    let scenario = dir.join("scenario.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "steps:\n  - apply: {tutorial}/provisioner.yaml\n  - apply: {tutorial}/deployment.yaml\n\
+             \x20 - scale: {{deployment: inflate, namespace: default, replicas: 4}}\n\
+             \x20 - until: {{podsRunning: 4, timeout: 5m}}\n\
+             \x20 - wait: 2m\n"
+        ),
+    )
+    .expect("the scenario is written");
+    let path = scenario.to_str().expect("a UTF-8 path").to_string();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || simulate(&[&path, "-o", "json"]))
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        let (code, stdout, stderr) = run.join().expect("a run");
+        assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+        let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
+        let launched = logged_at(&stderr, "Launched instance: i-");
+        let started = logged_at(&stderr, "caches synced");
+        let window = launched.duration_since(started).as_secs_f64();
+        assert!((1.0..2.0).contains(&window), "{window} s\n{stderr}");
+        reports.push(report);
+    }
+    let decisions = |report: &Value| {
+        let nodes: Vec<_> = report["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|node| {
+                (
+                    node["instanceType"].clone(),
+                    node["capacityType"].clone(),
+                    node["zone"].clone(),
+                    node["pricePerHour"].clone(),
+                    node["pods"].as_array().map(Vec::len),
+                )
+            })
+            .collect();
+        (
+            nodes,
+            report["launched"].clone(),
+            report["costPerHour"].clone(),
+        )
+    };
+    let first = &reports[0];
+    assert_eq!(first["launched"], 1, "{first}");
+    assert!(
+        first["costPerHour"].as_f64().unwrap_or_default() > 0.0,
+        "{first}"
+    );
+    for report in &reports[1..] {
+        assert_eq!(decisions(report), decisions(first), "{report}\n{first}");
+        let at = |report: &Value| -> Vec<f64> {
+            let steps = report["steps"].as_array().cloned().unwrap_or_default();
+            steps.iter().filter_map(|s| s["at"].as_f64()).collect()
+        };
+        let (these, those) = (at(report), at(first));
+        assert_eq!(these.len(), those.len());
+        for (this, that) in these.iter().zip(&those) {
+            assert!((this - that).abs() < 1.0, "{these:?} vs {those:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Metric names a PromQL expression reads (`karpenter_…`, `nodewright_…`), with a histogram's or
 /// summary's `_bucket`/`_sum`/`_count` kept: those are the series `/metrics` must carry.
 fn metric_names(expr: &str) -> Vec<String> {
@@ -202,12 +293,8 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
     )
     .expect("the scenario is written");
     let metrics_file = dir.join("metrics.txt");
-    // At a tenth of the default pace: the 5 m timeouts are 30 s of real time, ample on a
-    // machine whose cores are busy.
     let (code, stdout, stderr) = simulate(&[
         scenario.to_str().expect("a UTF-8 path"),
-        "--speed",
-        "10",
         "--metrics",
         metrics_file.to_str().expect("a UTF-8 path"),
     ]);
@@ -257,9 +344,7 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
 fn the_simulated_controller_reads_the_controllers_environment() {
     let run = |name: &str, value: &str| {
         Command::new(env!("CARGO_BIN_EXE_nodewright"))
-            // A slower pace than the default, so the 5 m timeouts are 30 s of real time.
             .args(["simulate", "examples/tutorial/scenario.yaml", "-o", "json"])
-            .args(["--speed", "10"])
             .env(name, value)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
@@ -286,8 +371,7 @@ fn the_simulated_controller_reads_the_controllers_environment() {
 /// ConfigMap, a node template without an instance profile. It runs as it did there.
 #[test]
 fn karpenter_v031s_guide_runs_with_its_settings_configmap() {
-    let (code, stdout, stderr) =
-        simulate(&["examples/karpenter-v0.31/scenario.yaml", "--speed", "10"]);
+    let (code, stdout, stderr) = simulate(&["examples/karpenter-v0.31/scenario.yaml"]);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("launched 1, terminated 1"), "{stdout}");
     // The keys that change nothing here say so, once each (the log is on stdout in text mode).

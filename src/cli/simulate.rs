@@ -1,5 +1,5 @@
-//! `nodewright simulate SCENARIO`: the whole controller against the simulated cluster on a
-//! sped-up clock, printing the controller's own log lines stamped with simulated time.
+//! `nodewright simulate SCENARIO`: the whole controller against the simulated cluster on
+//! virtual time (or a sped-up real-time clock), printing the controller's own log lines stamped with simulated time.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::settings::Settings;
 use crate::sim::kubelet::KubeletSettings;
 use crate::sim::scenario::{
-    AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Scenario, ScenarioError, Simulation,
-    SimulationOptions, controller_hook_with, log_layer,
+    AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Pacing, Scenario, ScenarioError,
+    Simulation, SimulationOptions, controller_hook_with, log_layer,
 };
 
 #[derive(Debug, Args)]
@@ -26,9 +26,11 @@ pub struct SimulateArgs {
     /// at AWS_ENDPOINT_URL (e.g. moto_server).
     #[arg(long, value_enum, default_value = "fake")]
     pub cloud: CloudKind,
-    /// Simulated seconds per real second.
-    #[arg(long, default_value_t = DEFAULT_SPEED)]
-    pub speed: f64,
+    /// Run on real time sped up this many times (simulated seconds per real second) instead of
+    /// virtual time. `--cloud aws` and `--no-controller` always run on real time (default 30),
+    /// since another process (moto, the controller) keeps real time beside the simulation.
+    #[arg(long)]
+    pub speed: Option<f64>,
     /// `text`: log lines and step results as they happen; `json`: one report object at the end.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,
@@ -63,6 +65,22 @@ pub struct SimulateArgs {
     pub boot_delay: std::time::Duration,
 }
 
+/// How often a simulated kubelet looks at its pods on virtual time (a real kubelet reports
+/// within seconds).
+const VIRTUAL_KUBELET_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Virtual time unless a speed is asked for or another process takes part.
+fn pacing(args: &SimulateArgs) -> Pacing {
+    let other_process = args.cloud == CloudKind::Aws || args.no_controller;
+    match args.speed {
+        Some(speed) => Pacing::RealTime { speed },
+        None if other_process => Pacing::RealTime {
+            speed: DEFAULT_SPEED,
+        },
+        None => Pacing::Virtual,
+    }
+}
+
 /// Runs the scenario; the exit code is 0 when every step held, 1 when an `until` timed out or
 /// the run failed, 2 for a bad scenario.
 pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
@@ -73,7 +91,16 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
             return ExitCode::from(ScenarioError::EXIT_CODE);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let pacing = pacing(&args);
+    // Virtual time needs every task on one thread, the clock paused from the start.
+    let runtime = match pacing {
+        Pacing::Virtual => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build(),
+        Pacing::RealTime { .. } => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -81,8 +108,15 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut kubelet = KubeletSettings {
+            boot_delay: args.boot_delay,
+            ..KubeletSettings::default()
+        };
+        if pacing == Pacing::Virtual {
+            kubelet.poll_interval = VIRTUAL_KUBELET_POLL;
+        }
         let options = SimulationOptions {
-            speed: args.speed,
+            pacing,
             cloud: args.cloud,
             output: args.output,
             serve: args.serve,
@@ -91,10 +125,7 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
                 cluster_name: args.cluster_name.clone(),
                 ..AwsSimOptions::default()
             },
-            kubelet: KubeletSettings {
-                boot_delay: args.boot_delay,
-                ..KubeletSettings::default()
-            },
+            kubelet,
             ..SimulationOptions::default()
         };
         let simulation = Simulation::new(scenario, options);

@@ -38,7 +38,7 @@ use crate::controllers::resource_list;
 pub struct KubeletSettings {
     /// Simulated time from first seeing a running instance to its node registering.
     pub boot_delay: Duration,
-    /// Real time between passes of [`run`].
+    /// Time between passes of [`run`] (real time on a real-time clock, else simulated).
     pub poll_interval: Duration,
 }
 
@@ -114,7 +114,11 @@ impl Kubelets {
             if let Err(error) = self.sync().await {
                 tracing::debug!(%error, "simulated kubelet");
             }
-            let pause = super::poll_pause(self.settings.poll_interval, self.observed);
+            let pause = super::poll_pause(
+                self.settings.poll_interval,
+                self.observed,
+                self.clock.as_ref(),
+            );
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(pause) => {}

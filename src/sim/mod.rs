@@ -17,10 +17,14 @@ pub use apiserver::{ApiServer, ApiServerConfig, PodTermination, RequestRecord, S
 
 use std::time::Duration;
 
-/// A poller's pause after a pass that took `pass`, at least `interval`: over a large cluster a
-/// pass (a list of every pod) is slow, and polling back to back would take the CPU the API
-/// server and the controller need, which a sped-up clock turns into simulated minutes.
-pub fn poll_pause(interval: Duration, pass: Duration) -> Duration {
+use crate::clock::Clock;
+
+/// A poller's pause after a pass that took `pass` of real time, at least `interval`: over a
+/// large cluster a pass (a list of every pod) is slow, and polling back to back would take the
+/// CPU the API server and the controller need, which a sped-up clock turns into simulated
+/// minutes. On virtual time a pass costs no simulated time, and the pause is `interval`.
+pub fn poll_pause(interval: Duration, pass: Duration, clock: &dyn Clock) -> Duration {
+    let cost = clock.real_duration(clock.simulated_duration(pass));
     // At most a fifth of a core per poller.
-    interval.max(pass.saturating_mul(4))
+    interval.max(cost.saturating_mul(4))
 }

@@ -5,12 +5,15 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
+
+use crate::clock::Clock;
 
 /// Creates each node and then posts its status (a create drops `.status`, as upstream).
 pub(crate) async fn seed_nodes(client: &Client, nodes: &[Value]) -> Result<(), String> {
@@ -39,6 +42,7 @@ pub(crate) async fn run_static_kubelet(
     client: Client,
     nodes: BTreeSet<String>,
     poll: Duration,
+    clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     if nodes.is_empty() {
@@ -51,7 +55,7 @@ pub(crate) async fn run_static_kubelet(
             tracing::debug!(%error, "simulated kubelet of the scenario's nodes");
         }
         // Its writes are few (the scenario's own nodes): the whole pass paces it.
-        let pause = crate::sim::poll_pause(poll, started.elapsed());
+        let pause = crate::sim::poll_pause(poll, started.elapsed(), clock.as_ref());
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(pause) => {}

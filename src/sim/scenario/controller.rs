@@ -99,7 +99,8 @@ pub fn controller_hook_with(
     })
 }
 
-/// Batch windows of at least [`BATCH_WINDOW_REAL_FLOOR`] of real time on `clock`.
+/// Batch windows of at least [`BATCH_WINDOW_REAL_FLOOR`] of real time on `clock` (none on
+/// virtual time, where real time moves no timer).
 fn widen_batch_windows(settings: &mut Settings, clock: &dyn Clock) {
     let floor = clock.simulated_duration(BATCH_WINDOW_REAL_FLOOR);
     settings.batch_idle_duration = settings.batch_idle_duration.max(floor);
@@ -111,7 +112,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::clock::{ManualClock, ScaledClock};
+    use crate::clock::{ManualClock, ScaledClock, VirtualClock};
 
     #[test]
     fn batch_windows_cover_half_a_real_second_on_a_fast_clock() {
@@ -126,6 +127,13 @@ mod tests {
         let mut settings = Settings::for_cluster("sim");
         widen_batch_windows(&mut settings, &ManualClock::fixed());
         assert_eq!(settings.batch_idle_duration, Duration::from_secs(1));
+        assert_eq!(settings.batch_max_duration, Duration::from_secs(10));
+
+        // Virtual time keeps even a window shorter than the floor.
+        let mut settings = Settings::for_cluster("sim");
+        settings.batch_idle_duration = Duration::from_millis(100);
+        widen_batch_windows(&mut settings, &VirtualClock::new(SystemTime::UNIX_EPOCH));
+        assert_eq!(settings.batch_idle_duration, Duration::from_millis(100));
         assert_eq!(settings.batch_max_duration, Duration::from_secs(10));
     }
 }

@@ -17,7 +17,7 @@
 //! - [`parse`]: reading a scenario into [`Scenario`], every referenced file read and checked up
 //!   front, so a bad scenario fails before anything runs ([`ScenarioError`], exit code 2).
 //! - [`run`]: [`Simulation`] assembles the cluster (API server, scheduler, deployment
-//!   controller, kubelets, cloud) on one [`crate::clock::ScaledClock`] and runs the steps; the
+//!   controller, kubelets, cloud) on one [`crate::clock::SimClock`] and runs the steps; the
 //!   controller is plugged in as a [`ControllerHook`].
 //! - [`steps`]: what each step does against the API server.
 //! - [`cloud`]: the cloud the simulation launches in, watched for launches and terminations.
@@ -49,8 +49,8 @@ pub use controller::{controller_hook, controller_hook_binding_pods, controller_h
 pub use parse::ScenarioError;
 pub use report::{NodeReport, Report, StepReport, log_layer};
 pub use run::{
-    ControllerHook, ControllerParts, DEFAULT_SPEED, OutputFormat, RunningSimulation, Simulation,
-    SimulationError, SimulationOptions,
+    ControllerHook, ControllerParts, DEFAULT_SPEED, OutputFormat, Pacing, RunningSimulation,
+    Simulation, SimulationError, SimulationOptions,
 };
 pub use steps::{Counts, StepFailure};
 

@@ -25,7 +25,7 @@ use crate::telemetry::KarpenterFormat;
 use super::cloud::ObservedCloud;
 use super::run::OutputFormat;
 use super::steps::StepFailure;
-use crate::clock::ScaledClock;
+use crate::clock::SimClock;
 use crate::cloudprovider::{CloudProvider, NodeTemplate};
 
 /// The end of a run.
@@ -255,10 +255,7 @@ fn price(types: &[&InstanceType], name: &str, zone: &str, capacity: Option<&str>
 /// The log layer of a simulation: the controller's lines in Karpenter's console layout, stamped
 /// with simulated time, to stdout with the step lines in text mode, to stderr in JSON mode
 /// (stdout then holds only the report). The caller adds its filter and installs it.
-pub fn log_layer<S>(
-    clock: Arc<ScaledClock>,
-    output: OutputFormat,
-) -> impl tracing_subscriber::Layer<S>
+pub fn log_layer<S>(clock: Arc<SimClock>, output: OutputFormat) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {

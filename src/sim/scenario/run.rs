@@ -1,9 +1,9 @@
 //! [`Simulation`]: the simulated cluster on one accelerated clock, with the scenario's steps run
 //! against it.
 //!
-//! Assembly: a [`ScaledClock`] (`speed` simulated seconds per real second, default
-//! [`DEFAULT_SPEED`]) drives the API server's timestamps, the kubelets' boot delay, the cloud's
-//! hold-outs and the controller's timers alike; the API server (on `serve`, else a free port),
+//! Assembly: one [`SimClock`] (virtual time, or real time sped up; see [`Pacing`]) drives the
+//! API server's timestamps, the kubelets' boot delay, the cloud's hold-outs and the
+//! controller's timers alike; the API server (on `serve`, else a free port),
 //! the scenario's pre-existing nodes, the kube-scheduler, the deployment controller, the
 //! kubelets, the cloud (fake or AWS, wrapped in an [`ObservedCloud`]) and, when given, the
 //! controller through a [`ControllerHook`].
@@ -25,15 +25,41 @@ use super::cloud::{self, AwsSimOptions, CloudKind, ObservedCloud};
 use super::report::{self, Report, StepReport, stamp};
 use super::steps::{self, StepFailure};
 use super::{Action, Scenario, cluster};
-use crate::clock::{Clock, ScaledClock};
+use crate::clock::{Clock, ScaledClock, SimClock, VirtualClock};
 use crate::cloudprovider::CloudProvider;
 use crate::cloudprovider::aws::AwsCloudProvider;
 use crate::sim::kubelet::{self, KubeletSettings};
 use crate::sim::{ApiServer, ApiServerConfig, SimError, deployments, scheduler};
 
-/// Simulated seconds per real second unless told otherwise: the tutorial's boot delays, batch
-/// windows and 30 s emptiness TTL pass in a few seconds, slow enough to read the log.
+/// Simulated seconds per real second on a real-time clock unless told otherwise: the
+/// tutorial's boot delays, batch windows and 30 s emptiness TTL pass in a few seconds.
 pub const DEFAULT_SPEED: f64 = 30.0;
+
+/// How simulated time passes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Time moves only when every component and the controller wait on a timer, so the run
+    /// decides the same way however busy the machine is. Needs Tokio's current-thread runtime
+    /// started paused, and nothing outside the process to wait for.
+    Virtual,
+    /// Real time, `speed` simulated seconds per real second (values below 1 are taken as 1):
+    /// for runs where another process (moto, a separately started controller) takes part.
+    RealTime { speed: f64 },
+}
+
+impl Pacing {
+    /// How often an `until` step looks at the cluster: on a real-time clock, a pause of real
+    /// time (the CPU a look costs); on virtual time, of simulated time.
+    fn until_poll(self, real_time_poll: Duration) -> Duration {
+        match self {
+            Pacing::Virtual => VIRTUAL_UNTIL_POLL,
+            Pacing::RealTime { .. } => real_time_poll,
+        }
+    }
+}
+
+/// An `until` step's pause between looks on virtual time: its result is exact to this.
+const VIRTUAL_UNTIL_POLL: Duration = Duration::from_millis(500);
 
 /// How long stopping waits for a component before aborting it (real time).
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
@@ -51,8 +77,7 @@ pub enum OutputFormat {
 /// How a simulation runs.
 #[derive(Debug, Clone)]
 pub struct SimulationOptions {
-    /// Simulated seconds per real second (values below 1 are taken as 1).
-    pub speed: f64,
+    pub pacing: Pacing,
     pub cloud: CloudKind,
     pub aws: AwsSimOptions,
     pub output: OutputFormat,
@@ -62,14 +87,16 @@ pub struct SimulationOptions {
     /// Write a kubeconfig for the simulated API server here once it listens.
     pub write_kubeconfig: Option<PathBuf>,
     pub kubelet: KubeletSettings,
-    /// Real time between two looks at the cluster in an `until` step.
+    /// Real time between two looks at the cluster in an `until` step (on a real-time clock).
     pub poll_interval: Duration,
 }
 
 impl Default for SimulationOptions {
     fn default() -> Self {
         SimulationOptions {
-            speed: DEFAULT_SPEED,
+            pacing: Pacing::RealTime {
+                speed: DEFAULT_SPEED,
+            },
             cloud: CloudKind::Fake,
             aws: AwsSimOptions::default(),
             output: OutputFormat::Text,
@@ -131,13 +158,19 @@ pub enum SimulationError {
 pub struct Simulation {
     scenario: Scenario,
     options: SimulationOptions,
-    clock: Arc<ScaledClock>,
+    clock: Arc<SimClock>,
 }
 
 impl Simulation {
-    /// The clock starts now, so log lines can be stamped from before the cluster starts.
+    /// The clock starts now, so log lines can be stamped from before the cluster starts. With
+    /// [`Pacing::Virtual`], call it on the paused runtime the simulation runs on.
     pub fn new(scenario: Scenario, options: SimulationOptions) -> Simulation {
-        let clock = Arc::new(ScaledClock::new(SystemTime::now(), options.speed));
+        let clock = Arc::new(match options.pacing {
+            Pacing::Virtual => SimClock::Virtual(VirtualClock::new(SystemTime::now())),
+            Pacing::RealTime { speed } => {
+                SimClock::Scaled(ScaledClock::new(SystemTime::now(), speed))
+            }
+        });
         Simulation {
             scenario,
             options,
@@ -146,7 +179,7 @@ impl Simulation {
     }
 
     /// For [`super::log_layer`].
-    pub fn clock(&self) -> Arc<ScaledClock> {
+    pub fn clock(&self) -> Arc<SimClock> {
         self.clock.clone()
     }
 
@@ -183,6 +216,11 @@ impl Simulation {
                 OutputFormat::Json => write_all(&mut std::io::stderr(), &note),
             }
             .map_err(SimulationError::Output)?;
+            if running.clock.is_virtual() {
+                // Idle, virtual time would race through the controller's timers while kubectl
+                // looks: from here on it follows real time.
+                tokio::time::resume();
+            }
             if let Err(error) = tokio::signal::ctrl_c().await {
                 tracing::warn!(%error, "cannot wait for Ctrl-C; stopping now");
             }
@@ -260,6 +298,7 @@ impl Simulation {
                 client.clone(),
                 static_nodes,
                 options.kubelet.poll_interval,
+                dyn_clock.clone(),
                 stopped(shutdown_signal.clone()),
             )),
         ];
@@ -294,7 +333,7 @@ impl Simulation {
 pub struct RunningSimulation {
     scenario: Scenario,
     options: SimulationOptions,
-    clock: Arc<ScaledClock>,
+    clock: Arc<SimClock>,
     server: ApiServer,
     client: Client,
     cloud: Arc<ObservedCloud>,
@@ -316,7 +355,7 @@ impl RunningSimulation {
         self.cloud.clone()
     }
 
-    pub fn clock(&self) -> Arc<ScaledClock> {
+    pub fn clock(&self) -> Arc<SimClock> {
         self.clock.clone()
     }
 
@@ -345,7 +384,7 @@ impl RunningSimulation {
             let outcome = steps::execute(
                 &self.client,
                 self.clock.as_ref(),
-                self.options.poll_interval,
+                self.options.pacing.until_poll(self.options.poll_interval),
                 &step.action,
             )
             .await;

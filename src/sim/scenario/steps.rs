@@ -267,7 +267,7 @@ async fn wait_until(
             )));
         }
         let left = deadline.duration_since(now).unwrap_or_default();
-        let pause = crate::sim::poll_pause(poll, started.elapsed());
+        let pause = crate::sim::poll_pause(poll, started.elapsed(), clock);
         tokio::time::sleep(pause.min(clock.real_duration(left))).await;
     }
 }
