@@ -16,6 +16,7 @@ use nodewright_scheduling::allocatable::AllocatableSettings;
 use crate::controllers::provisioning::batcher::BatchWindow;
 
 pub mod global;
+pub mod named;
 
 /// Everything `nodewright controller` is configured with.
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -207,9 +208,18 @@ impl Settings {
     pub fn from_environment_explicit(
         cluster_name: &str,
     ) -> Result<(Settings, std::collections::BTreeSet<String>), String> {
+        Settings::from_flags_and_environment(["--cluster-name", cluster_name].map(String::from))
+    }
+
+    /// The settings `flags` (`--batch-idle-duration=2s`, …) and, for the rest, the environment
+    /// give, with the fields either set.
+    pub(crate) fn from_flags_and_environment(
+        flags: impl IntoIterator<Item = String>,
+    ) -> Result<(Settings, std::collections::BTreeSet<String>), String> {
         use clap::{CommandFactory as _, FromArgMatches as _};
+        let arguments = std::iter::once("nodewright".to_string()).chain(flags);
         let matches = EnvironmentOnly::command()
-            .try_get_matches_from(["nodewright", "--cluster-name", cluster_name])
+            .try_get_matches_from(arguments)
             .map_err(|error| error.to_string().trim().to_string())?;
         let parsed = EnvironmentOnly::from_arg_matches(&matches)
             .map_err(|error| error.to_string().trim().to_string())?;

@@ -367,6 +367,52 @@ fn the_simulated_controller_reads_the_controllers_environment() {
     );
 }
 
+/// A scenario's `settings:` block switches the controller's behaviour, by Karpenter's names: a
+/// lone spot node left nearly idle is replaced with a cheaper spot node only when the
+/// SpotToSpotConsolidation gate is on, as in Karpenter.
+#[test]
+fn a_scenarios_settings_switch_spot_to_spot_consolidation() {
+    let dir = std::env::temp_dir().join(format!("nodewright-spot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
+    let run = |gate: bool| {
+        let scenario = dir.join(format!("spot-to-spot-{gate}.yaml"));
+        std::fs::write(
+            &scenario,
+            format!(
+                "settings:\n  FEATURE_GATES: SpotToSpotConsolidation={gate}\n\
+                 steps:\n\
+                 \x20 - apply:\n\
+                 \x20     apiVersion: karpenter.sh/v1alpha5\n\
+                 \x20     kind: Provisioner\n\
+                 \x20     metadata: {{name: default}}\n\
+                 \x20     spec:\n\
+                 \x20       requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [spot]}}]\n\
+                 \x20       provider: {{subnetSelector: {{karpenter.sh/discovery: sim}}, securityGroupSelector: {{karpenter.sh/discovery: sim}}, instanceProfile: NodeProfile}}\n\
+                 \x20       consolidation: {{enabled: true}}\n\
+                 \x20 - apply: {tutorial}/deployment.yaml\n\
+                 \x20 - scale: {{deployment: inflate, namespace: default, replicas: 10}}\n\
+                 \x20 - until: {{podsRunning: 10, timeout: 5m}}\n\
+                 \x20 - scale: {{deployment: inflate, namespace: default, replicas: 1}}\n\
+                 \x20 - wait: 10m\n\
+                 \x20 - until: {{podsRunning: 1, timeout: 5m}}\n"
+            ),
+        )
+        .expect("the scenario is written");
+        let (code, stdout, stderr) = simulate(&[scenario.to_str().expect("UTF-8"), "-o", "json"]);
+        assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+        let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
+        (report, stderr)
+    };
+    let (off, off_log) = run(false);
+    let (on, on_log) = run(true);
+    assert_eq!(off["launched"], 1, "{off}\n{off_log}");
+    assert_eq!(on["launched"], 2, "{on}\n{on_log}");
+    let cost = |report: &Value| report["costPerHour"].as_f64().unwrap_or_default();
+    assert!(cost(&on) < cost(&off), "{on}\n{off}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Karpenter v0.31's getting-started guide: settings in the karpenter-global-settings
 /// ConfigMap, a node template without an instance profile. It runs as it did there.
 #[test]

@@ -11,7 +11,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::Settings;
 use crate::sim::kubelet::KubeletSettings;
 use crate::sim::scenario::{
     AwsSimOptions, CloudKind, DEFAULT_SPEED, OutputFormat, Pacing, Scenario, ScenarioError,
@@ -151,18 +150,23 @@ pub fn run(args: SimulateArgs, log_level: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        // The in-process controller reads the environment `nodewright controller` reads.
-        let (mut settings, explicit) = match Settings::from_environment_explicit(&args.cluster_name)
-        {
-            Ok(read) => read,
+        // The in-process controller reads the environment `nodewright controller` reads, under
+        // the scenario's own settings.
+        let named = &simulation.scenario().settings;
+        let resolved = match crate::settings::named::resolve(named, &args.cluster_name) {
+            Ok(resolved) => resolved,
             Err(error) => {
-                eprintln!("error: the controller's environment: {error}");
+                eprintln!("error: the controller's settings: {error}");
                 return ExitCode::from(ScenarioError::EXIT_CODE);
             }
         };
+        for warning in &resolved.warnings {
+            tracing::warn!("scenario settings: {warning}");
+        }
+        let mut settings = resolved.settings;
         settings.bind_pods |= args.bind_pods;
         let hook = (!args.no_controller)
-            .then(|| controller_hook_with(metrics.clone(), settings, explicit));
+            .then(|| controller_hook_with(metrics.clone(), settings, resolved.explicit));
         let mut stdout = std::io::stdout();
         match simulation.run(hook, &mut stdout).await {
             Ok(report) => {

@@ -6,6 +6,9 @@
 //! region: us-east-1            # optional; else the price file's region, else us-east-1
 //! prices: prices.json          # optional, relative to the scenario file
 //! nodes: nodes.yaml            # optional: pre-existing Ready nodes nodewright does not manage
+//! settings:                    # optional: the controller's settings, by Karpenter's names
+//!   FEATURE_GATES: SpotToSpotConsolidation=true   # an environment variable's name, or
+//!   batchIdleDuration: 2s                          # a karpenter-global-settings key
 //! steps:
 //!   - apply: provisioner.yaml  # file (multi-doc or kind: List), inline object, or a list of those
 //!   - scale: {deployment: inflate, namespace: default, replicas: 4}
@@ -36,6 +39,7 @@ pub mod steps;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,6 +71,8 @@ pub struct Scenario {
     pub offerings: Offerings,
     /// Pre-existing nodes (from `nodes:`), each with a Ready condition and allocatable set.
     pub nodes: Vec<Value>,
+    /// The controller's settings by name (`settings:`), as [`crate::settings::named`] reads them.
+    pub settings: BTreeMap<String, String>,
     pub steps: Vec<Step>,
 }
 

@@ -1,6 +1,7 @@
 //! Reading a scenario file. Every file it names is read and every object checked here, so that a
 //! bad scenario stops before the cluster starts, with an error naming file, step and reason.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ struct ScenarioDocument {
     prices: Option<String>,
     #[serde(default)]
     nodes: Option<String>,
+    /// Karpenter's settings by name (see [`crate::settings::named`]).
+    #[serde(default)]
+    settings: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     steps: Option<Vec<Value>>,
 }
@@ -151,6 +155,8 @@ impl Scenario {
             Some(file) => read_nodes(&base.join(file)).map_err(|e| whole(format!("nodes: {e}")))?,
             None => Vec::new(),
         };
+        let settings = named_settings(document.settings.unwrap_or_default())
+            .map_err(|e| whole(format!("settings: {e}")))?;
         let registry = Registry::new(&crate::apis::crds::crds());
         let mut steps = Vec::new();
         for (index, step) in document.steps.unwrap_or_default().iter().enumerate() {
@@ -168,9 +174,28 @@ impl Scenario {
             prices,
             offerings,
             nodes,
+            settings,
             steps,
         })
     }
+}
+
+/// The `settings:` block as text values (`true`, `3`, `2s`), checked as the controller would
+/// take them, so a bad value stops the scenario before anything runs.
+fn named_settings(block: Map<String, Value>) -> Result<BTreeMap<String, String>, String> {
+    let mut named = BTreeMap::new();
+    for (name, value) in block {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Bool(_) | Value::Number(_) => value.to_string(),
+            // aws.tags: a JSON object, as the ConfigMap holds it.
+            Value::Object(_) => value.to_string(),
+            other => return Err(format!("{name}: {other} is not a setting's value")),
+        };
+        named.insert(name, text);
+    }
+    crate::settings::named::resolve(&named, "scenario")?;
+    Ok(named)
 }
 
 /// One step; errors carry the action's name (or `?`) and the reason.

@@ -195,6 +195,25 @@ fn durations_need_a_unit() {
 }
 
 #[test]
+fn settings_are_taken_by_karpenters_names_and_bad_values_refused() {
+    let scenario = parse(
+        "settings:\n  BIND_PODS: true\n  batchIdleDuration: 2s\n  aws.tags: {team: ml}\nsteps: []\n",
+    )
+    .expect("valid settings");
+    assert_eq!(scenario.settings["BIND_PODS"], "true");
+    assert_eq!(scenario.settings["aws.tags"], r#"{"team":"ml"}"#);
+
+    let bad = error("settings:\n  BATCH_IDLE_DURATION: soon\nsteps: []\n");
+    assert_eq!(step_of(&bad), None);
+    assert!(bad.reason.starts_with("settings:"), "{bad}");
+    assert!(bad.reason.contains("soon"), "{bad}");
+    let gate = error("settings:\n  FEATURE_GATES: Teleport=true\nsteps: []\n");
+    assert!(gate.reason.contains("Teleport"), "{gate}");
+    let list = error("settings:\n  batchMaxDuration: [1, 2]\nsteps: []\n");
+    assert!(list.reason.contains("batchMaxDuration"), "{list}");
+}
+
+#[test]
 fn an_until_needs_something_to_count() {
     let error = error("steps:\n- until: {timeout: 1m}\n");
     assert!(error.reason.contains("at least one of"), "{error}");
