@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::cloud::{self, AwsSimOptions, CloudKind, ObservedCloud};
 use super::report::{self, Report, StepReport, stamp};
-use super::steps::{self, StepFailure};
+use super::steps::{self, ClusterView, StepFailure};
 use super::{Action, Scenario, cluster};
 use crate::clock::{Clock, ScaledClock, SimClock, VirtualClock};
 use crate::cloudprovider::CloudProvider;
@@ -278,6 +278,7 @@ impl Simulation {
             .iter()
             .filter_map(|node| node["metadata"]["name"].as_str().map(str::to_string))
             .collect();
+        let (view, view_task) = ClusterView::start(&client, stopped(shutdown_signal.clone()));
         let components = vec![
             tokio::spawn(scheduler::run(
                 client.clone(),
@@ -294,6 +295,7 @@ impl Simulation {
                 options.kubelet.clone(),
                 stopped(shutdown_signal.clone()),
             )),
+            view_task,
             tokio::spawn(cluster::run_static_kubelet(
                 client.clone(),
                 static_nodes,
@@ -321,6 +323,7 @@ impl Simulation {
             clock,
             server,
             client,
+            view,
             cloud: observed,
             shutdown,
             components,
@@ -336,6 +339,7 @@ pub struct RunningSimulation {
     clock: Arc<SimClock>,
     server: ApiServer,
     client: Client,
+    view: ClusterView,
     cloud: Arc<ObservedCloud>,
     shutdown: watch::Sender<bool>,
     components: Vec<JoinHandle<()>>,
@@ -383,6 +387,7 @@ impl RunningSimulation {
             }
             let outcome = steps::execute(
                 &self.client,
+                &self.view,
                 self.clock.as_ref(),
                 self.options.pacing.until_poll(self.options.poll_interval),
                 &step.action,

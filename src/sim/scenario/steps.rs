@@ -1,15 +1,21 @@
 //! What each step does, through a real `kube::Client` like kubectl would: apply is
 //! create-or-replace, scale patches `deployments/scale`, delete deletes (and does not wait),
-//! wait sleeps on the simulated clock, until polls the counts.
+//! wait sleeps on the simulated clock, until polls the counts (kept by watches).
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
+
+use futures::{StreamExt, stream};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use nodewright_scheduling::labels;
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 use super::{Action, ApplyObject, Count, Until};
 use crate::clock::{self, Clock};
@@ -67,46 +73,85 @@ impl Counts {
     }
 }
 
-/// Reads the counts from the API server.
-pub async fn observe(client: &Client) -> Result<Counts, kube::Error> {
-    let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let live = pods
-        .iter()
-        .filter(|pod| pod.meta().deletion_timestamp.is_none());
-    let phase = |pod: &Pod| pod.status.as_ref().and_then(|s| s.phase.clone());
-    let mut counts = Counts {
-        nodes: nodes.len(),
-        managed_nodes: nodes
-            .iter()
-            .filter(|node| node.labels().contains_key(labels::PROVISIONER_NAME))
-            .count(),
-        ..Counts::default()
-    };
-    for pod in live {
-        let bound = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|node| !node.is_empty());
-        match phase(pod).as_deref() {
-            Some("Running") => counts.pods_running += 1,
-            None | Some("Pending") if !bound => counts.pending_pods += 1,
-            _ => {}
-        }
+/// The pods and nodes an `until` step counts, kept by watches: a look costs no list of every
+/// pod (a 3,000-pod run looked hundreds of times). Like any watcher it trails the API server
+/// by the events in flight, which an `until` (a condition that must come to hold) tolerates.
+#[derive(Clone)]
+pub struct ClusterView {
+    pods: reflector::Store<Pod>,
+    nodes: reflector::Store<Node>,
+}
+
+impl ClusterView {
+    /// Starts the watches; the task ends when `shutdown` completes.
+    pub fn start(
+        client: &Client,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (ClusterView, JoinHandle<()>) {
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let pod_events = reflector(
+            pod_writer,
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .map(|_| ());
+        let node_events = reflector(
+            node_writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .map(|_| ());
+        let task = tokio::spawn(async move {
+            let events = stream::select(pod_events, node_events).take_until(shutdown);
+            let mut events = pin!(events);
+            while events.next().await.is_some() {}
+        });
+        (ClusterView { pods, nodes }, task)
     }
-    Ok(counts)
+
+    /// The counts, once both watches have listed.
+    pub async fn counts(&self) -> Result<Counts, String> {
+        for ready in [
+            self.pods.wait_until_ready().await,
+            self.nodes.wait_until_ready().await,
+        ] {
+            ready.map_err(|error| format!("the cluster's watch ended: {error}"))?;
+        }
+        let pods = self.pods.state();
+        let nodes = self.nodes.state();
+        let mut counts = Counts {
+            nodes: nodes.len(),
+            managed_nodes: nodes
+                .iter()
+                .filter(|node| node.labels().contains_key(labels::PROVISIONER_NAME))
+                .count(),
+            ..Counts::default()
+        };
+        let live = pods
+            .iter()
+            .filter(|pod| pod.meta().deletion_timestamp.is_none());
+        for pod in live {
+            let bound = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|node| !node.is_empty());
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            match phase {
+                Some("Running") => counts.pods_running += 1,
+                None | Some("Pending") if !bound => counts.pending_pods += 1,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
 }
 
 /// Runs one step; `Ok` carries a short note for the text output (may be empty).
 pub(crate) async fn execute(
     client: &Client,
+    view: &ClusterView,
     clock: &dyn Clock,
     poll: Duration,
     action: &Action,
@@ -152,7 +197,7 @@ pub(crate) async fn execute(
             clock::sleep(clock, *duration).await;
             Ok(String::new())
         }
-        Action::Until(until) => wait_until(client, clock, poll, until).await,
+        Action::Until(until) => wait_until(view, clock, poll, until).await,
     }
 }
 
@@ -234,7 +279,7 @@ fn classify(what: &str, error: kube::Error) -> StepFailure {
 }
 
 async fn wait_until(
-    client: &Client,
+    view: &ClusterView,
     clock: &dyn Clock,
     poll: Duration,
     until: &Until,
@@ -244,7 +289,8 @@ async fn wait_until(
         // Read the clock before the counts, so counts that match at the deadline still pass.
         let now = clock.now();
         let started = std::time::Instant::now();
-        let counts = observe(client)
+        let counts = view
+            .counts()
             .await
             .map_err(|error| StepFailure::Failed(format!("cannot read the cluster: {error}")))?;
         if until
