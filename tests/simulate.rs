@@ -1,6 +1,7 @@
 //! `nodewright simulate` as a newcomer runs it: the tutorial scenario end to end with the
 //! controller, through the binary.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -139,6 +140,19 @@ fn a_missing_scenario_file_is_bad_input() {
     assert!(stderr.contains("no-such-scenario.yaml"), "{stderr}");
 }
 
+/// The tutorial's manifests, for scenarios written by the tests.
+const TUTORIAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
+
+/// Writes `text` as `name` in a scratch directory for `tag` (made if missing); returns the
+/// directory (the test removes it) and the file.
+fn scratch_scenario(tag: &str, name: &str, text: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("nodewright-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("the scenario is written");
+    (dir, file)
+}
+
 /// When the first controller log line carrying `message` was stamped (simulated time).
 fn logged_at(stderr: &str, message: &str) -> k8s_openapi::jiff::Timestamp {
     let line = stderr
@@ -156,20 +170,16 @@ fn logged_at(stderr: &str, message: &str) -> k8s_openapi::jiff::Timestamp {
 /// one batch idle window (Karpenter's 1 s) after the pods appear, as in a real cluster.
 #[test]
 fn the_tutorial_decides_the_same_way_run_after_run() {
-    let dir = std::env::temp_dir().join(format!("nodewright-repeat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
-    let scenario = dir.join("scenario.yaml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "steps:\n  - apply: {tutorial}/provisioner.yaml\n  - apply: {tutorial}/deployment.yaml\n\
+    let (dir, scenario) = scratch_scenario(
+        "repeat",
+        "scenario.yaml",
+        &format!(
+            "steps:\n  - apply: {TUTORIAL}/provisioner.yaml\n  - apply: {TUTORIAL}/deployment.yaml\n\
              \x20 - scale: {{deployment: inflate, namespace: default, replicas: 4}}\n\
              \x20 - until: {{podsRunning: 4, timeout: 5m}}\n\
              \x20 - wait: 2m\n"
         ),
-    )
-    .expect("the scenario is written");
+    );
     let path = scenario.to_str().expect("a UTF-8 path").to_string();
     let runs: Vec<_> = (0..3)
         .map(|_| {
@@ -275,14 +285,11 @@ const KARPENTER_V031_DASHBOARD_METRICS: [&str; 16] = [
 #[test]
 fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutorial() {
     // The tutorial, then two pods again, so nodes and pods are live when the metrics are read.
-    let dir = std::env::temp_dir().join(format!("nodewright-dashboards-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
-    let scenario = dir.join("scenario.yaml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "steps:\n  - apply: {tutorial}/provisioner.yaml\n  - apply: {tutorial}/deployment.yaml\n\
+    let (dir, scenario) = scratch_scenario(
+        "dashboards",
+        "scenario.yaml",
+        &format!(
+            "steps:\n  - apply: {TUTORIAL}/provisioner.yaml\n  - apply: {TUTORIAL}/deployment.yaml\n\
              \x20 - scale: {{deployment: inflate, namespace: default, replicas: 4}}\n\
              \x20 - until: {{podsRunning: 4, timeout: 5m}}\n\
              \x20 - scale: {{deployment: inflate, namespace: default, replicas: 0}}\n\
@@ -290,8 +297,7 @@ fn every_metric_a_shipped_or_karpenter_dashboard_reads_is_served_after_the_tutor
              \x20 - scale: {{deployment: inflate, namespace: default, replicas: 2}}\n\
              \x20 - until: {{podsRunning: 2, timeout: 5m}}\n"
         ),
-    )
-    .expect("the scenario is written");
+    );
     let metrics_file = dir.join("metrics.txt");
     let (code, stdout, stderr) = simulate(&[
         scenario.to_str().expect("a UTF-8 path"),
@@ -372,14 +378,11 @@ fn the_simulated_controller_reads_the_controllers_environment() {
 /// SpotToSpotConsolidation gate is on, as in Karpenter.
 #[test]
 fn a_scenarios_settings_switch_spot_to_spot_consolidation() {
-    let dir = std::env::temp_dir().join(format!("nodewright-spot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let tutorial = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tutorial");
     let run = |gate: bool| {
-        let scenario = dir.join(format!("spot-to-spot-{gate}.yaml"));
-        std::fs::write(
-            &scenario,
-            format!(
+        let (dir, scenario) = scratch_scenario(
+            "spot",
+            &format!("spot-to-spot-{gate}.yaml"),
+            &format!(
                 "settings:\n  FEATURE_GATES: SpotToSpotConsolidation={gate}\n\
                  steps:\n\
                  \x20 - apply:\n\
@@ -390,16 +393,16 @@ fn a_scenarios_settings_switch_spot_to_spot_consolidation() {
                  \x20       requirements: [{{key: karpenter.sh/capacity-type, operator: In, values: [spot]}}]\n\
                  \x20       provider: {{subnetSelector: {{karpenter.sh/discovery: sim}}, securityGroupSelector: {{karpenter.sh/discovery: sim}}, instanceProfile: NodeProfile}}\n\
                  \x20       consolidation: {{enabled: true}}\n\
-                 \x20 - apply: {tutorial}/deployment.yaml\n\
+                 \x20 - apply: {TUTORIAL}/deployment.yaml\n\
                  \x20 - scale: {{deployment: inflate, namespace: default, replicas: 10}}\n\
                  \x20 - until: {{podsRunning: 10, timeout: 5m}}\n\
                  \x20 - scale: {{deployment: inflate, namespace: default, replicas: 1}}\n\
                  \x20 - wait: 10m\n\
                  \x20 - until: {{podsRunning: 1, timeout: 5m}}\n"
             ),
-        )
-        .expect("the scenario is written");
+        );
         let (code, stdout, stderr) = simulate(&[scenario.to_str().expect("UTF-8"), "-o", "json"]);
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
         let report: Value = serde_json::from_str(&stdout).expect("one JSON object");
         (report, stderr)
@@ -410,7 +413,6 @@ fn a_scenarios_settings_switch_spot_to_spot_consolidation() {
     assert_eq!(on["launched"], 2, "{on}\n{on_log}");
     let cost = |report: &Value| report["costPerHour"].as_f64().unwrap_or_default();
     assert!(cost(&on) < cost(&off), "{on}\n{off}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Karpenter v0.31's getting-started guide: settings in the karpenter-global-settings
